@@ -1,0 +1,109 @@
+//! led-client's logic, kept out of `main.rs` so tests and the benchmark can
+//! reason about it. `led` holds the two outputs (simulated and GPIO).
+
+use std::sync::mpsc::Receiver;
+
+use anyhow::Context;
+use clap::Parser;
+use log::{debug, info, warn};
+
+use pimqtt::connect::{ConnectError, Events};
+use pimqtt::payload::{self, BadPayload, LedRequest};
+use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
+
+pub mod gpio;
+pub mod led;
+
+use led::{Led, LedKind};
+
+/// Events waiting for the loop; Paho's thread blocks beyond this, which
+/// slows the broker down instead of growing memory.
+pub const QUEUE: usize = 256;
+
+/// Subscribes to `led` and sets a PWM LED's brightness from
+/// `{"level": 0..100}` messages, like the book's mqtt_led.py.
+///
+/// Try it:  mosquitto_pub -r -q 2 -t led -m '{"level": 100}'
+#[derive(Debug, Clone, Parser)]
+#[command(name = "led-client", version, disable_help_flag = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Where the brightness goes: the Pi's GPIO, a simulated LED that prints
+    /// `brightness <N>` lines on stdout, or auto (GPIO when the Pi's GPIO is
+    /// present, else simulated).
+    #[arg(long, value_enum, default_value_t = LedKind::Auto)]
+    pub led: LedKind,
+
+    /// BCM number of the GPIO pin the LED is wired to (the book uses 21).
+    #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u8).range(0..=27))]
+    pub pin: u8,
+}
+
+/// Runs until `stop` is requested: connects (retrying while the broker is
+/// away), applies every `led` message, then turns the LED off, publishes
+/// `offline` and disconnects.
+pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    let mut out = led::open(args.led, args.pin)?;
+    let session = Session::new(
+        &args.common,
+        SessionConfig {
+            default_client_id: "LEDClient".into(),
+            status_topic: Some(topics::LED_STATUS.into()),
+            subscriptions: vec![topics::LED.into()],
+            ..SessionConfig::default()
+        },
+        events,
+    )?;
+    info!("{} connecting to {}", session.client_id(), session.uri());
+    match session.connect(stop) {
+        Ok(()) => {}
+        Err(ConnectError::Stopped) => return shut_down(&mut *out, None),
+        Err(e) => return Err(e.into()),
+    }
+
+    for event in rx.iter() {
+        match event {
+            Event::Message { msg, .. } => apply(&mut *out, msg.topic(), msg.payload())?,
+            Event::Stop => break,
+            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+        }
+        if stop.is_requested() {
+            break;
+        }
+    }
+    shut_down(&mut *out, Some(&session))
+}
+
+/// LED off first (what the user sees), then the goodbye on the broker.
+fn shut_down(out: &mut dyn Led, session: Option<&Session>) -> anyhow::Result<()> {
+    info!("stopping: LED off");
+    let result = out.set(0).context("could not turn the LED off");
+    if let Some(session) = session {
+        session.close();
+    }
+    result
+}
+
+/// Applies one `led` message per SPEC's rules; bad input is one log line.
+pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    match payload::parse_led(bytes) {
+        Ok(LedRequest::Level(level)) => {
+            debug!("{topic}: LED at brightness {level}");
+            out.set(level)?;
+        }
+        Ok(LedRequest::Off) => {
+            warn!(
+                "{topic}: request for unknown LED level in {:?}; turning the LED off",
+                payload::preview(bytes)
+            );
+            out.set(0)?;
+        }
+        Err(BadPayload::Empty) => {
+            info!("{topic}: empty payload (retained level cleared); LED unchanged");
+        }
+        Err(e) => warn!("{topic}: {e}: {:?}; LED unchanged", payload::preview(bytes)),
+    }
+    Ok(())
+}

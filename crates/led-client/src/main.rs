@@ -1,0 +1,19 @@
+//! led-client: the book's `mqtt_led.py` in Rust.
+//!
+//! - Subscribes to `led` (QoS 2 by default) on a durable session, client id
+//!   `LEDClient`; the retained level sets the LED at start-up and messages
+//!   queued while it was away are replayed in order.
+//! - Payload `{"level": 0..100}` (a number or a string holding one).
+//! - Availability on `led/status`: retained `online`, will `offline`.
+//! - Drives a PWM LED on BCM 21 through rppal, or prints `brightness <N>`.
+
+use clap::Parser;
+
+fn main() {
+    let args = led_client::Args::parse();
+    pimqtt::logging::init(args.common.debug);
+    let (events, stop, rx) = pimqtt::connect::channel(led_client::QUEUE);
+    let result = pimqtt::shutdown::stop_on_signals(&stop)
+        .and_then(|()| led_client::run(&args, &events, &stop, &rx));
+    pimqtt::exit_with(result)
+}

@@ -1,0 +1,198 @@
+//! The flags every program shares. They follow `mosquitto_sub`/`mosquitto_pub`
+//! so the book's commands carry over: `-h` is the host, and `--help` is
+//! long-only, as in mosquitto's tools.
+//!
+//! Each binary flattens [`CommonArgs`] into its own parser and sets
+//! `disable_help_flag = true` on its command so `-h` is free for the host.
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgAction, Args};
+
+/// Broker connection and session flags (SPEC, "Common to every binary").
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Broker host name or address.
+    #[arg(short = 'h', long, env = "MQTT_HOST", default_value = "localhost")]
+    pub host: String,
+
+    /// Broker port [default: 1883, or 8883 with TLS].
+    #[arg(short = 'p', long, env = "MQTT_PORT")]
+    pub port: Option<u16>,
+
+    /// MQTT client id. Keep it stable: the broker keeps a durable session
+    /// (queued messages, subscriptions) under this name.
+    #[arg(short = 'i', long = "id", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// QoS of subscriptions and publications (0, 1 or 2).
+    #[arg(short = 'q', long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(0..=2))]
+    pub qos: i32,
+
+    /// Ask for a clean session: the broker forgets this client's
+    /// subscriptions and queued messages when it disconnects.
+    #[arg(long)]
+    pub clean: bool,
+
+    /// Accepted and ignored, as `mosquitto_sub -c` (sessions are durable by default).
+    #[arg(short = 'c', action = ArgAction::SetTrue, hide = true)]
+    pub durable: bool,
+
+    /// Keepalive in seconds: how soon the broker notices a dead client
+    /// (and publishes its will).
+    #[arg(short = 'k', long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..=65535))]
+    pub keepalive: u64,
+
+    /// User name for brokers that require a password.
+    #[arg(short = 'u', long, env = "MQTT_USERNAME")]
+    pub username: Option<String>,
+
+    /// Password (prefer MQTT_PASSWORD or --pw-file: a command line is visible to `ps`).
+    #[arg(short = 'P', long = "pw", env = "MQTT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+
+    /// Read the password from the first line of this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "password")]
+    pub pw_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) that signed the broker's certificate; turns on TLS.
+    #[arg(long, value_name = "FILE")]
+    pub cafile: Option<PathBuf>,
+
+    /// Client certificate (PEM) for brokers that ask for one; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Do not check that the broker's certificate names its host (testing only).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Protocol-level trace on stderr, like `mosquitto_sub -d`.
+    #[arg(short = 'd', long)]
+    pub debug: bool,
+
+    /// Where Paho keeps in-flight QoS 1/2 messages across restarts
+    /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/pi-mqtt, else ~/.local/state/pi-mqtt].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+impl CommonArgs {
+    /// TLS is on when any TLS option is given.
+    pub fn tls(&self) -> bool {
+        self.cafile.is_some() || self.cert.is_some() || self.insecure
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+            .unwrap_or(if self.tls() { 8883 } else { 1883 })
+    }
+
+    /// The Paho server URI for these flags.
+    pub fn server_uri(&self) -> String {
+        let scheme = if self.tls() { "ssl" } else { "tcp" };
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host) // IPv6 literal
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{host}:{}", self.port())
+    }
+
+    /// The directory for Paho's file persistence.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        default_state_dir(
+            std::env::var_os("STATE_DIRECTORY").as_deref().map(Path::new),
+            std::env::var_os("XDG_STATE_HOME").as_deref().map(Path::new),
+            std::env::var_os("HOME").as_deref().map(Path::new),
+        )
+    }
+}
+
+/// systemd's `StateDirectory=` wins, then the XDG base directory spec.
+fn default_state_dir(systemd: Option<&Path>, xdg: Option<&Path>, home: Option<&Path>) -> PathBuf {
+    if let Some(dir) = systemd.filter(|d| !d.as_os_str().is_empty()) {
+        // StateDirectory= may list several, separated by ':'; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        return PathBuf::from(first);
+    }
+    if let Some(dir) = xdg.filter(|d| d.is_absolute()) {
+        return dir.join("pi-mqtt");
+    }
+    match home.filter(|d| d.is_absolute()) {
+        Some(home) => home.join(".local/state/pi-mqtt"),
+        None => std::env::temp_dir().join("pi-mqtt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    #[command(disable_help_flag = true)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<CommonArgs, clap::Error> {
+        let mut all = vec!["prog"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.common)
+    }
+
+    #[test]
+    fn mosquitto_style_short_flags() {
+        let c = parse(&["-h", "broker.lan", "-p", "1999", "-i", "me", "-q", "1", "-c", "-k", "60"])
+            .expect("valid flags");
+        assert_eq!(c.server_uri(), "tcp://broker.lan:1999");
+        assert_eq!(c.client_id.as_deref(), Some("me"));
+        assert_eq!(c.qos, 1);
+        assert!(!c.clean, "-c is a no-op, not --clean");
+        assert_eq!(c.keepalive, 60);
+    }
+
+    #[test]
+    fn tls_moves_the_default_port() {
+        let c = parse(&["--cafile", "ca.crt"]).expect("valid flags");
+        assert_eq!(c.server_uri(), "ssl://localhost:8883");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["-q", "3"]).is_err());
+        assert!(parse(&["-p", "70000"]).is_err());
+        assert!(parse(&["-k", "1"]).is_err());
+        assert!(parse(&["--cert", "c.pem"]).is_err(), "--cert needs --key");
+    }
+
+    #[test]
+    fn state_dir_prefers_systemd_then_xdg() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            default_state_dir(p("/var/lib/led").as_deref(), None, None),
+            PathBuf::from("/var/lib/led")
+        );
+        assert_eq!(
+            default_state_dir(None, p("/x").as_deref(), p("/home/pi").as_deref()),
+            PathBuf::from("/x/pi-mqtt")
+        );
+        assert_eq!(
+            default_state_dir(None, None, p("/home/pi").as_deref()),
+            PathBuf::from("/home/pi/.local/state/pi-mqtt")
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! Test support shared by every crate's integration tests: a private
+//! Mosquitto on a free loopback port with its own data directory, a Paho
+//! client to publish and watch, and a handle on a running binary whose
+//! stdout and stderr lines can be waited for with a deadline.
+//!
+//! Nothing here sleeps for a fixed time to "let things settle": every wait is
+//! for a condition, with a deadline that fails the test with what was seen.
+
+#![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use paho_mqtt as mqtt;
+
+/// The default deadline for a wait; generous for a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Asks the OS for a free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Mosquitto of the test's own: killed and reaped on drop, data deleted.
+#[derive(Debug)]
+pub struct Broker {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Starts Mosquitto with persistence and `max_queued_messages 0`
+    /// (unlimited), so a durable backlog is not silently cut at 1000.
+    pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// Same, with extra configuration lines.
+    pub fn start_with(extra: &str) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut f = std::fs::File::create(&conf).unwrap();
+        writeln!(
+            f,
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nmax_queued_messages 0\nlog_dest stderr\n\
+             log_type error\nlog_type warning\n{extra}",
+            data.display()
+        )
+        .unwrap();
+        let mut b = Broker { port, dir, conf, child: None };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        wait_until("mosquitto to listen", DEADLINE, || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    /// Stops it the way a service manager does (SIGTERM: persistence is
+    /// saved) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let deadline = Instant::now() + DEADLINE;
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn host_args(&self) -> Vec<String> {
+        vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()]
+    }
+
+    pub fn uri(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name with kill(1): tests need SIGINT/SIGTERM, which std
+/// cannot send.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+}
+
+/// Polls `cond` until it holds, or panics naming `what`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A plain Paho client for the test's side of the conversation.
+pub struct Peer {
+    pub client: mqtt::Client,
+    rx: mqtt::Receiver<Option<mqtt::Message>>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peer")
+    }
+}
+
+impl Peer {
+    pub fn connect(broker: &Broker, id: &str) -> Peer {
+        let create = mqtt::CreateOptionsBuilder::new_v3()
+            .server_uri(broker.uri())
+            .client_id(id)
+            .persistence(None)
+            .finalize();
+        let client = mqtt::Client::new(create).unwrap();
+        client.set_timeout(Duration::from_secs(10));
+        let rx = client.start_consuming();
+        let opts = mqtt::ConnectOptionsBuilder::new_v3().clean_session(true).finalize();
+        client.connect(opts).unwrap();
+        Peer { client, rx }
+    }
+
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: i32, retained: bool) {
+        let msg = mqtt::MessageBuilder::new()
+            .topic(topic)
+            .payload(payload.into())
+            .qos(qos)
+            .retained(retained)
+            .finalize();
+        self.client.publish(msg).unwrap();
+    }
+
+    pub fn subscribe(&self, filter: &str) {
+        self.client.subscribe(filter, 2).unwrap();
+    }
+
+    /// The next message, or panics after `limit`.
+    pub fn recv(&self, limit: Duration) -> mqtt::Message {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Some(m)) => return m,
+                Ok(None) => continue,
+                Err(_) => panic!("no message within {limit:?}"),
+            }
+        }
+    }
+
+    /// Waits for a message on `topic` whose payload is `payload`.
+    pub fn expect(&self, topic: &str, payload: &str) -> mqtt::Message {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Some(m)) if m.topic() == topic && m.payload_str() == payload => return m,
+                Ok(Some(m)) => seen.push(format!("{} {}", m.topic(), m.payload_str())),
+                Ok(None) => continue,
+                Err(_) => panic!("no {topic} {payload:?} within {DEADLINE:?}; saw {seen:?}"),
+            }
+        }
+    }
+
+    /// Whatever arrives within `window`: for asserting that nothing does.
+    pub fn drain(&self, window: Duration) -> Vec<mqtt::Message> {
+        let deadline = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(m) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            out.extend(m);
+        }
+        out
+    }
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A running binary; killed on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Child,
+    lines: Receiver<(Stream, String)>,
+    /// Every line seen so far, for assertions and failure messages.
+    pub seen: Arc<Mutex<Vec<(Stream, String)>>>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Proc {
+    /// Runs `exe` with `args`; stdin is piped so tests can feed it.
+    pub fn spawn(exe: impl AsRef<Path>, args: &[String]) -> Proc {
+        Proc::spawn_env(exe, args, &[])
+    }
+
+    pub fn spawn_env(exe: impl AsRef<Path>, args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(exe.as_ref());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .env_remove("MQTT_HOST")
+            .env_remove("MQTT_PORT")
+            .env_remove("MQTT_USERNAME")
+            .env_remove("MQTT_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let (tx, lines) = mpsc::channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (stream, reader) in [
+            (Stream::Stdout, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (Stream::Stderr, Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                    seen.lock().unwrap().push((stream, line.clone()));
+                    if tx.send((stream, line)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let stdin = child.stdin.take();
+        Proc { child, lines, seen, stdin }
+    }
+
+    /// Waits for a line on `stream` matching `pred`; returns it.
+    pub fn wait_line(&self, stream: Stream, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((s, line)) if s == stream && pred(&line) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no matching {stream:?} line within {limit:?}; seen: {:#?}",
+                    self.seen.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    pub fn wait_stdout(&self, line: &str) {
+        self.wait_line(Stream::Stdout, DEADLINE, |l| l == line);
+    }
+
+    pub fn wait_stderr(&self, part: &str) -> String {
+        self.wait_line(Stream::Stderr, DEADLINE, |l| l.contains(part))
+    }
+
+    /// Every stdout line seen so far.
+    pub fn stdout(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.clone()).collect()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|(s, _)| *s == Stream::Stderr).map(|(_, l)| l.clone()).collect()
+    }
+
+    pub fn write_stdin(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
+    /// Waits for the exit and returns its code (None: killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader threads catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "process did not exit within {limit:?}; seen: {:#?}", self.seen.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
