@@ -229,6 +229,7 @@ pub struct Proc {
     /// Every line seen so far, for assertions and failure messages.
     pub seen: Arc<Mutex<Vec<(Stream, String)>>>,
     stdin: Option<std::process::ChildStdin>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -253,6 +254,7 @@ impl Proc {
         }
         let mut child = cmd.spawn().unwrap();
         let (tx, lines) = mpsc::channel();
+        let mut readers = Vec::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
@@ -262,17 +264,17 @@ impl Proc {
         ] {
             let tx = tx.clone();
             let seen = seen.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(reader).lines().map_while(Result::ok) {
                     seen.lock().unwrap().push((stream, line.clone()));
                     if tx.send((stream, line)).is_err() {
                         break;
                     }
                 }
-            });
+            }));
         }
         let stdin = child.stdin.take();
-        Proc { child, lines, seen, stdin }
+        Proc { child, lines, seen, stdin, readers }
     }
 
     /// Waits for a line on `stream` matching `pred`; returns it.
@@ -329,8 +331,10 @@ impl Proc {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads catch the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // The pipes close with the process: collect the last lines.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
                 return status.code();
             }
             assert!(Instant::now() < deadline, "process did not exit within {limit:?}; seen: {:#?}", self.seen.lock().unwrap());
