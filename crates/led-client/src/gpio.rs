@@ -56,7 +56,10 @@ impl GpioLed {
             match Pwm::with_frequency(channel, FREQUENCY_HZ, 0.0, Polarity::Normal, true) {
                 Ok(pwm) => {
                     info!("LED on BCM {bcm}: hardware PWM {channel:?}");
-                    return Ok(GpioLed { pin: bcm, out: Output::Hardware(pwm) });
+                    return Ok(GpioLed {
+                        pin: bcm,
+                        out: Output::Hardware(pwm),
+                    });
                 }
                 Err(e) => warn!(
                     "hardware PWM on BCM {bcm} unavailable ({e}; enable dtoverlay=pwm-2chan): \
@@ -69,7 +72,10 @@ impl GpioLed {
             .with_context(|| format!("cannot use GPIO BCM {bcm} (is it in use?)"))?
             .into_output_low();
         info!("LED on BCM {bcm}: software PWM at {FREQUENCY_HZ} Hz");
-        Ok(GpioLed { pin: bcm, out: Output::Software(pin) })
+        Ok(GpioLed {
+            pin: bcm,
+            out: Output::Software(pin),
+        })
     }
 }
 
@@ -97,7 +103,11 @@ mod tests {
     fn only_pwm_pins_get_hardware_channels() {
         assert_eq!(hardware_channel(18), Some(Channel::Pwm0));
         assert_eq!(hardware_channel(19), Some(Channel::Pwm1));
-        assert_eq!(hardware_channel(21), None, "the book's pin has no PWM channel");
+        assert_eq!(
+            hardware_channel(21),
+            None,
+            "the book's pin has no PWM channel"
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ mod tests {
             led.set(5).expect("write to a Vec");
             led.set(0).expect("write to a Vec");
         }
-        assert_eq!(String::from_utf8_lossy(&buf), "brightness 5\nbrightness 5\nbrightness 0\n");
+        assert_eq!(
+            String::from_utf8_lossy(&buf),
+            "brightness 5\nbrightness 5\nbrightness 0\n"
+        );
     }
 }

@@ -48,7 +48,12 @@ pub struct CommonArgs {
     pub username: Option<String>,
 
     /// Password (prefer MQTT_PASSWORD or --pw-file: a command line is visible to `ps`).
-    #[arg(short = 'P', long = "pw", env = "MQTT_PASSWORD", hide_env_values = true)]
+    #[arg(
+        short = 'P',
+        long = "pw",
+        env = "MQTT_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
 
     /// Read the password from the first line of this file.
@@ -92,8 +97,7 @@ impl CommonArgs {
     }
 
     pub fn port(&self) -> u16 {
-        self.port
-            .unwrap_or(if self.tls() { 8883 } else { 1883 })
+        self.port.unwrap_or(if self.tls() { 8883 } else { 1883 })
     }
 
     /// The Paho server URI for these flags.
@@ -113,7 +117,9 @@ impl CommonArgs {
             return dir.clone();
         }
         default_state_dir(
-            std::env::var_os("STATE_DIRECTORY").as_deref().map(Path::new),
+            std::env::var_os("STATE_DIRECTORY")
+                .as_deref()
+                .map(Path::new),
             std::env::var_os("XDG_STATE_HOME").as_deref().map(Path::new),
             std::env::var_os("HOME").as_deref().map(Path::new),
         )
@@ -124,7 +130,12 @@ impl CommonArgs {
 fn default_state_dir(systemd: Option<&Path>, xdg: Option<&Path>, home: Option<&Path>) -> PathBuf {
     if let Some(dir) = systemd.filter(|d| !d.as_os_str().is_empty()) {
         // StateDirectory= may list several, separated by ':'; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         return PathBuf::from(first);
     }
     if let Some(dir) = xdg.filter(|d| d.is_absolute()) {
@@ -156,8 +167,20 @@ mod tests {
 
     #[test]
     fn mosquitto_style_short_flags() {
-        let c = parse(&["-h", "broker.lan", "-p", "1999", "-i", "me", "-q", "1", "-c", "-k", "60"])
-            .expect("valid flags");
+        let c = parse(&[
+            "-h",
+            "broker.lan",
+            "-p",
+            "1999",
+            "-i",
+            "me",
+            "-q",
+            "1",
+            "-c",
+            "-k",
+            "60",
+        ])
+        .expect("valid flags");
         assert_eq!(c.server_uri(), "tcp://broker.lan:1999");
         assert_eq!(c.client_id.as_deref(), Some("me"));
         assert_eq!(c.qos, 1);

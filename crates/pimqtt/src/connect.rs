@@ -36,9 +36,16 @@ const MAX_BUFFERED: i32 = 100_000;
 /// from, for programs that run a fleet of devices in one process.
 #[derive(Debug)]
 pub enum Event {
-    Message { session: usize, msg: mqtt::Message },
-    Connected { session: usize },
-    ConnectionLost { session: usize },
+    Message {
+        session: usize,
+        msg: mqtt::Message,
+    },
+    Connected {
+        session: usize,
+    },
+    ConnectionLost {
+        session: usize,
+    },
     /// SIGINT/SIGTERM (or a test) asked the program to stop.
     Stop,
 }
@@ -54,7 +61,10 @@ pub struct Events {
 /// A bounded event channel and the [`Stop`] handle that feeds it.
 pub fn channel(capacity: usize) -> (Events, Stop, Receiver<Event>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-    let events = Events { tx, stopping: Arc::new(AtomicBool::new(false)) };
+    let events = Events {
+        tx,
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
     let stop = Stop::new(events.clone());
     (events, stop, rx)
 }
@@ -172,7 +182,10 @@ fn password(common: &CommonArgs) -> Result<Option<String>, ConnectError> {
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("uri", &self.uri).field("client_id", &self.client_id).finish()
+        f.debug_struct("Session")
+            .field("uri", &self.uri)
+            .field("client_id", &self.client_id)
+            .finish()
     }
 }
 
@@ -222,13 +235,16 @@ impl Session {
             let mut ssl = mqtt::SslOptionsBuilder::new();
             if let Some(ca) = &common.cafile {
                 readable("--cafile", ca)?;
-                ssl.trust_store(ca).map_err(|e| tls_error("--cafile", ca, e))?;
+                ssl.trust_store(ca)
+                    .map_err(|e| tls_error("--cafile", ca, e))?;
             }
             if let (Some(cert), Some(key)) = (&common.cert, &common.key) {
                 readable("--cert", cert)?;
                 readable("--key", key)?;
-                ssl.key_store(cert).map_err(|e| tls_error("--cert", cert, e))?;
-                ssl.private_key(key).map_err(|e| tls_error("--key", key, e))?;
+                ssl.key_store(cert)
+                    .map_err(|e| tls_error("--cert", cert, e))?;
+                ssl.private_key(key)
+                    .map_err(|e| tls_error("--key", key, e))?;
             }
             ssl.verify(!common.insecure).enable_server_cert_auth(true);
             conn.ssl_options(ssl.finalize());
@@ -391,7 +407,10 @@ impl Session {
             .qos(self.qos)
             .retained(retained)
             .finalize();
-        self.client.publish(msg).wait_for(Duration::from_secs(3)).is_ok()
+        self.client
+            .publish(msg)
+            .wait_for(Duration::from_secs(3))
+            .is_ok()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -411,7 +430,11 @@ impl Session {
             let opts = mqtt::DisconnectOptionsBuilder::new()
                 .timeout(Duration::from_secs(2))
                 .finalize();
-            if let Err(e) = self.client.disconnect(opts).wait_for(Duration::from_secs(5)) {
+            if let Err(e) = self
+                .client
+                .disconnect(opts)
+                .wait_for(Duration::from_secs(5))
+            {
                 warn!("disconnect from {} did not complete: {e}", self.uri);
             }
         }
@@ -434,7 +457,7 @@ fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i3
         // not tell whether the broker kept the session: subscribe every time.
         if !subs.is_empty() {
             let qoss = vec![qos; subs.len()];
-            let _ = cli.subscribe_many(&subs, &qoss);
+            drop(cli.subscribe_many(&subs, &qoss));
             debug!("subscribe {subs:?} (q{qos})");
         }
         if let Some(topic) = &status {
@@ -448,7 +471,11 @@ fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i3
     let ev = events.clone();
     client.set_connection_lost_callback(move |cli| {
         if !ev.is_stopping() {
-            warn!("{} lost the connection to {}; reconnecting", cli.client_id(), cli.server_uri());
+            warn!(
+                "{} lost the connection to {}; reconnecting",
+                cli.client_id(),
+                cli.server_uri()
+            );
         }
         ev.send(Event::ConnectionLost { session: tag });
     });

@@ -26,7 +26,10 @@ impl fmt::Display for BadPayload {
         match self {
             BadPayload::Empty => f.write_str("empty payload"),
             BadPayload::TooLarge(n) => {
-                write!(f, "payload of {n} bytes is larger than the {MAX_PAYLOAD} byte limit")
+                write!(
+                    f,
+                    "payload of {n} bytes is larger than the {MAX_PAYLOAD} byte limit"
+                )
             }
             BadPayload::NotUtf8 => f.write_str("payload is not UTF-8 text"),
             BadPayload::NotJson(e) => write!(f, "payload is not JSON ({e})"),
@@ -51,7 +54,10 @@ pub fn text(bytes: &[u8]) -> Result<&str, BadPayload> {
 /// Shows a payload in a log line: short, printable, never multi-line.
 pub fn preview(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]);
-    let mut out: String = s.chars().map(|c| if c.is_control() { '.' } else { c }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '.' } else { c })
+        .collect();
     if bytes.len() > 60 {
         out.push('…');
     }
@@ -115,7 +121,9 @@ pub struct TankLevel {
 impl TankLevel {
     /// Rounds to one decimal, as SPEC's payload shows.
     pub fn new(level: f64) -> TankLevel {
-        TankLevel { level: (level.clamp(0.0, 100.0) * 10.0).round() / 10.0 }
+        TankLevel {
+            level: (level.clamp(0.0, 100.0) * 10.0).round() / 10.0,
+        }
     }
 
     pub fn to_json(self) -> String {
@@ -127,10 +135,14 @@ impl TankLevel {
 impl TryFrom<&[u8]> for TankLevel {
     type Error = BadPayload;
     fn try_from(bytes: &[u8]) -> Result<Self, BadPayload> {
-        let t: TankLevel = serde_json::from_str(text(bytes)?)
-            .map_err(|e| BadPayload::Invalid(format!("not a {{\"level\": number}} object ({e})")))?;
+        let t: TankLevel = serde_json::from_str(text(bytes)?).map_err(|e| {
+            BadPayload::Invalid(format!("not a {{\"level\": number}} object ({e})"))
+        })?;
         if !(0.0..=100.0).contains(&t.level) {
-            return Err(BadPayload::Invalid(format!("level {} is outside 0..100", t.level)));
+            return Err(BadPayload::Invalid(format!(
+                "level {} is outside 0..100",
+                t.level
+            )));
         }
         Ok(t)
     }
@@ -176,7 +188,9 @@ impl TryFrom<&[u8]> for PumpState {
         let text = text(bytes)?.trim();
         let word = if text.starts_with('{') {
             serde_json::from_str::<StateMsg>(text)
-                .map_err(|e| BadPayload::Invalid(format!("not a {{\"state\": \"on\"|\"off\"}} object ({e})")))?
+                .map_err(|e| {
+                    BadPayload::Invalid(format!("not a {{\"state\": \"on\"|\"off\"}} object ({e})"))
+                })?
                 .state
         } else {
             text.to_string()
@@ -184,7 +198,9 @@ impl TryFrom<&[u8]> for PumpState {
         match word.to_ascii_lowercase().as_str() {
             "on" => Ok(PumpState::On),
             "off" => Ok(PumpState::Off),
-            _ => Err(BadPayload::Invalid(format!("state {word:?} is neither \"on\" nor \"off\""))),
+            _ => Err(BadPayload::Invalid(format!(
+                "state {word:?} is neither \"on\" nor \"off\""
+            ))),
         }
     }
 }
@@ -202,7 +218,9 @@ impl TryFrom<&[u8]> for Availability {
         match text(bytes)?.trim() {
             "online" => Ok(Availability::Online),
             "offline" => Ok(Availability::Offline),
-            other => Err(BadPayload::Invalid(format!("{other:?} is neither online nor offline"))),
+            other => Err(BadPayload::Invalid(format!(
+                "{other:?} is neither online nor offline"
+            ))),
         }
     }
 }
@@ -269,7 +287,10 @@ mod tests {
         assert!(matches!(led("{"), Err(BadPayload::NotJson(_))));
         assert!(matches!(led("[1]"), Err(BadPayload::Invalid(_))));
         assert!(matches!(led("42"), Err(BadPayload::Invalid(_))));
-        assert!(matches!(led(r#"{"brightness": 1}"#), Err(BadPayload::Invalid(_))));
+        assert!(matches!(
+            led(r#"{"brightness": 1}"#),
+            Err(BadPayload::Invalid(_))
+        ));
         assert_eq!(parse_led(&[0xff, 0xfe]), Err(BadPayload::NotUtf8));
         let big = format!(r#"{{"level": 1, "pad": "{}"}}"#, "x".repeat(MAX_PAYLOAD));
         assert!(matches!(led(&big), Err(BadPayload::TooLarge(_))));

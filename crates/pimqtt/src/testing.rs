@@ -23,7 +23,11 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Asks the OS for a free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A Mosquitto of the test's own: killed and reaped on drop, data deleted.
@@ -58,7 +62,12 @@ impl Broker {
             data.display()
         )
         .unwrap();
-        let mut b = Broker { port, dir, conf, child: None };
+        let mut b = Broker {
+            port,
+            dir,
+            conf,
+            child: None,
+        };
         b.spawn();
         b
     }
@@ -102,7 +111,12 @@ impl Broker {
     }
 
     pub fn host_args(&self) -> Vec<String> {
-        vec!["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()]
+        vec![
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ]
     }
 
     pub fn uri(&self) -> String {
@@ -122,7 +136,10 @@ impl Drop for Broker {
 /// Sends a signal by name with kill(1): tests need SIGINT/SIGTERM, which std
 /// cannot send.
 pub fn signal(pid: u32, name: &str) {
-    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Polls `cond` until it holds, or panics naming `what`.
@@ -137,7 +154,7 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 /// A plain Paho client for the test's side of the conversation.
 pub struct Peer {
     pub client: mqtt::Client,
-    rx: mqtt::Receiver<Option<mqtt::Message>>,
+    rx: mqtt::SyncReceiver<Option<mqtt::Message>>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -153,10 +170,12 @@ impl Peer {
             .client_id(id)
             .persistence(None)
             .finalize();
-        let client = mqtt::Client::new(create).unwrap();
+        let mut client = mqtt::Client::new(create).unwrap();
         client.set_timeout(Duration::from_secs(10));
         let rx = client.start_consuming();
-        let opts = mqtt::ConnectOptionsBuilder::new_v3().clean_session(true).finalize();
+        let opts = mqtt::ConnectOptionsBuilder::new_v3()
+            .clean_session(true)
+            .finalize();
         client.connect(opts).unwrap();
         Peer { client, rx }
     }
@@ -207,7 +226,10 @@ impl Peer {
     pub fn drain(&self, window: Duration) -> Vec<mqtt::Message> {
         let deadline = Instant::now() + window;
         let mut out = Vec::new();
-        while let Ok(m) = self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(m) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             out.extend(m);
         }
         out
@@ -259,7 +281,10 @@ impl Proc {
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
         for (stream, reader) in [
-            (Stream::Stdout, Box::new(out) as Box<dyn std::io::Read + Send>),
+            (
+                Stream::Stdout,
+                Box::new(out) as Box<dyn std::io::Read + Send>,
+            ),
             (Stream::Stderr, Box::new(err)),
         ] {
             let tx = tx.clone();
@@ -274,11 +299,22 @@ impl Proc {
             }));
         }
         let stdin = child.stdin.take();
-        Proc { child, lines, seen, stdin, readers }
+        Proc {
+            child,
+            lines,
+            seen,
+            stdin,
+            readers,
+        }
     }
 
     /// Waits for a line on `stream` matching `pred`; returns it.
-    pub fn wait_line(&self, stream: Stream, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_line(
+        &self,
+        stream: Stream,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -304,12 +340,18 @@ impl Proc {
     /// Every stdout line seen so far.
     pub fn stdout(&self) -> Vec<String> {
         let seen = self.seen.lock().unwrap();
-        seen.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.clone()).collect()
+        seen.iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     pub fn stderr(&self) -> Vec<String> {
         let seen = self.seen.lock().unwrap();
-        seen.iter().filter(|(s, _)| *s == Stream::Stderr).map(|(_, l)| l.clone()).collect()
+        seen.iter()
+            .filter(|(s, _)| *s == Stream::Stderr)
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     pub fn write_stdin(&mut self, text: &str) {
@@ -337,7 +379,11 @@ impl Proc {
                 }
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "process did not exit within {limit:?}; seen: {:#?}", self.seen.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}; seen: {:#?}",
+                self.seen.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -1,0 +1,295 @@
+//! led-client against a real Mosquitto: SPEC's payload rules, retained and
+//! durable delivery, availability, shutdown, reconnects and clear errors.
+
+use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+
+const EXE: &str = env!("CARGO_BIN_EXE_led-client");
+
+struct Led {
+    proc: Proc,
+}
+
+fn args(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["--led".to_string(), "sim".into()];
+    a.extend(broker.host_args());
+    a.push("--state-dir".into());
+    a.push(state.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Starts led-client and waits until it is subscribed: its retained
+/// `online` is published after the SUBSCRIBE on the same connection, so
+/// once a watcher sees it the subscription is in place.
+fn start(broker: &Broker, state: &std::path::Path, watcher: &Peer) -> Led {
+    let proc = Proc::spawn(EXE, &args(broker, state, &[]));
+    watcher.expect("led/status", "online");
+    Led { proc }
+}
+
+fn watcher(broker: &Broker) -> Peer {
+    let p = Peer::connect(broker, "watcher");
+    p.subscribe("led/status");
+    p
+}
+
+#[test]
+fn retained_level_sets_the_led_at_start_up() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 42}"#, 2, true);
+    let w = watcher(&broker);
+    let led = start(&broker, state.path(), &w);
+    led.proc.wait_stdout("brightness 42");
+}
+
+#[test]
+fn payload_rules_of_the_spec() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let led = start(&broker, state.path(), &w);
+    let user = Peer::connect(&broker, "user");
+    let cases: &[(&str, &str)] = &[
+        (r#"{"level": 42}"#, "brightness 42"),
+        (r#"{"level": 42}"#, "brightness 42"), // repeats are applied too
+        (r#"{"level": 99.9}"#, "brightness 99"),
+        (r#"{"level": -0.7}"#, "brightness 0"),
+        (r#"{"level": 250}"#, "brightness 100"),
+        (r#"{"level": -3}"#, "brightness 0"),
+        (r#"{"level": "55"}"#, "brightness 55"), // the book's page sends strings
+        (r#"{"level": "abc"}"#, "brightness 0"), // unknown level: off
+        (r#"{"level": 70}"#, "brightness 70"),
+        (r#"{"level": true}"#, "brightness 0"),
+        (r#"{"level": 71}"#, "brightness 71"),
+        (r#"{"level": null}"#, "brightness 0"),
+        (r#"{"level": 72}"#, "brightness 72"),
+        (r#"{"level": [5]}"#, "brightness 0"),
+        (r#"{"level": 73}"#, "brightness 73"),
+        (r#"{"level": {"v": 5}}"#, "brightness 0"),
+        (r#"{"level": 74}"#, "brightness 74"),
+        (r#"{"level": "NaN"}"#, "brightness 0"),
+    ];
+    for (payload, line) in cases {
+        user.publish("led", *payload, 2, false);
+        let got = led.proc.wait_line(Stream::Stdout, DEADLINE, |_| true);
+        assert_eq!(&got, line, "for payload {payload}");
+    }
+    let warnings = led
+        .proc
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("unknown LED level"))
+        .count();
+    assert_eq!(warnings, 6, "one warning per non-numeric level");
+}
+
+#[test]
+fn bad_input_logs_one_line_and_changes_nothing() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let led = start(&broker, state.path(), &w);
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 30}"#, 2, false);
+    led.proc.wait_stdout("brightness 30");
+
+    let big = format!(r#"{{"level": 1, "pad": "{}"}}"#, "x".repeat(70 * 1024));
+    let bad: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json".to_vec(), "not JSON"),
+        (vec![0xff, 0xfe, 0x00], "not UTF-8"),
+        (b"[1, 2]".to_vec(), "not a JSON object"),
+        (b"42".to_vec(), "not a JSON object"),
+        (br#"{"brightness": 5}"#.to_vec(), "no \"level\""),
+        (big.into_bytes(), "larger than"),
+        (Vec::new(), "empty payload"),
+    ];
+    for (i, (payload, why)) in bad.into_iter().enumerate() {
+        user.publish("led", payload, 2, false);
+        let line = led.proc.wait_stderr(why);
+        assert!(line.contains("led:"), "warning names the topic: {line}");
+        // A valid level right after shows the bad one printed nothing.
+        let sentinel = 31 + i;
+        user.publish("led", format!(r#"{{"level": {sentinel}}}"#), 2, false);
+        let got = led.proc.wait_line(Stream::Stdout, DEADLINE, |_| true);
+        assert_eq!(got, format!("brightness {sentinel}"));
+    }
+}
+
+#[test]
+fn durable_backlog_replays_in_order_after_a_restart() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let mut led = start(&broker, state.path(), &w);
+    led.proc.signal("INT");
+    assert_eq!(led.proc.wait_exit(DEADLINE), Some(0));
+    w.expect("led/status", "offline");
+
+    let user = Peer::connect(&broker, "user");
+    for level in 0..100 {
+        user.publish("led", format!(r#"{{"level": {level}}}"#), 2, false);
+    }
+    let led = start(&broker, state.path(), &w);
+    for level in 0..100 {
+        led.proc.wait_stdout(&format!("brightness {level}"));
+    }
+    assert_eq!(
+        led.proc.stdout().len(),
+        100,
+        "each queued message once, in order"
+    );
+}
+
+#[test]
+fn sigint_turns_the_led_off_publishes_offline_and_exits_0() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let mut led = start(&broker, state.path(), &w);
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 80}"#, 2, true);
+    led.proc.wait_stdout("brightness 80");
+    led.proc.signal("INT");
+    assert_eq!(led.proc.wait_exit(DEADLINE), Some(0));
+    assert_eq!(
+        led.proc.stdout().last().map(String::as_str),
+        Some("brightness 0")
+    );
+    let m = w.expect("led/status", "offline");
+    assert!(!m.retained(), "live delivery of the goodbye");
+    // The retained status left behind is offline too.
+    let late = watcher(&broker);
+    let m = late.expect("led/status", "offline");
+    assert!(m.retained());
+}
+
+#[test]
+fn sigterm_is_a_clean_stop_too() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let mut led = start(&broker, state.path(), &w);
+    led.proc.signal("TERM");
+    assert_eq!(led.proc.wait_exit(DEADLINE), Some(0));
+    assert_eq!(led.proc.stdout(), vec!["brightness 0".to_string()]);
+    w.expect("led/status", "offline");
+}
+
+#[test]
+fn a_killed_client_leaves_its_will() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let mut led = start(&broker, state.path(), &w);
+    led.proc.kill();
+    w.expect("led/status", "offline");
+}
+
+#[test]
+fn reconnects_and_resubscribes_after_a_broker_restart() {
+    let mut broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    let led = start(&broker, state.path(), &w);
+    broker.restart();
+    let w = watcher(&broker); // our own watcher was cut off too
+    led.proc.wait_stderr("lost the connection");
+    w.expect("led/status", "online");
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 64}"#, 2, false);
+    led.proc.wait_stdout("brightness 64");
+}
+
+#[test]
+fn a_broker_down_at_start_up_is_retried() {
+    let mut broker = Broker::start();
+    broker.stop();
+    let state = tempfile::tempdir().unwrap();
+    let led = Proc::spawn(EXE, &args(&broker, state.path(), &[]));
+    led.proc_wait_retry();
+    broker.restart();
+    let w = watcher(&broker);
+    w.expect("led/status", "online");
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 12}"#, 2, false);
+    led.wait_stdout("brightness 12");
+}
+
+trait RetryLine {
+    fn proc_wait_retry(&self);
+}
+
+impl RetryLine for Proc {
+    fn proc_wait_retry(&self) {
+        let line = self.wait_stderr("not reachable");
+        assert!(line.contains("retrying"), "{line}");
+    }
+}
+
+fn run_to_exit(args: &[&str]) -> (Option<i32>, Vec<String>) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut p = Proc::spawn(EXE, &args);
+    let code = p.wait_exit(DEADLINE);
+    (code, p.stderr())
+}
+
+#[test]
+fn bad_flags_are_a_clear_error() {
+    let (code, err) = run_to_exit(&["-q", "5"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.iter().any(|l| l.contains("-q") && l.contains("5")),
+        "{err:?}"
+    );
+    let (code, _) = run_to_exit(&["--led", "lamp"]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn a_missing_ca_file_is_a_clear_error() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    let (code, err) = run_to_exit(&[
+        "--led",
+        "sim",
+        "--cafile",
+        "/nonexistent/ca.crt",
+        "--state-dir",
+        &dir,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("cannot read --cafile /nonexistent/ca.crt")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn gpio_without_a_pi_is_a_clear_error() {
+    if std::path::Path::new("/dev/gpiomem").exists() {
+        return; // on a real Pi this is not an error
+    }
+    let (code, err) = run_to_exit(&["--led", "gpio"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("no usable Raspberry Pi GPIO") && l.contains("--led sim")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn help_is_long_only_and_h_is_the_host() {
+    let (code, _) = run_to_exit(&["--help"]);
+    assert_eq!(code, Some(0));
+    let mut p = Proc::spawn(EXE, &["--help".to_string()]);
+    p.wait_exit(DEADLINE);
+    let out = p.stdout().join("\n");
+    assert!(
+        out.contains("--host") && out.contains("mosquitto_pub"),
+        "{out}"
+    );
+}
