@@ -1,4 +1,6 @@
 //! led-client against a real Mosquitto: SPEC's payload rules, retained and
+
+#![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 //! durable delivery, availability, shutdown, reconnects and clear errors.
 
 use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
