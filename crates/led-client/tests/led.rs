@@ -1,7 +1,7 @@
 //! led-client against a real Mosquitto: SPEC's payload rules, retained and
+//! durable delivery, availability, shutdown, reconnects and clear errors.
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
-//! durable delivery, availability, shutdown, reconnects and clear errors.
 
 use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
 
