@@ -1,0 +1,309 @@
+// The controller's dashboard of the book's Figure 4.2 in the browser: every
+// tank the wildcard subscriptions reveal, with its level, its pump's state
+// and availability, its active alarms and a manual on/off button.
+//
+// Built for a few hundred tanks: messages only update a model and mark a
+// tank dirty; one requestAnimationFrame callback then updates the rows of
+// the dirty tanks (each tank has one keyed row, created once, kept in id
+// order), so a burst of retained messages on connect costs one redraw.
+(function () {
+  "use strict";
+  const { connect, jsonObject, preview, setText } = window.PiMqtt;
+
+  // A command the pump has not confirmed by then is given up on, with a
+  // warning (the controller re-sends after 5 s too).
+  const COMMAND_TIMEOUT_MS = 5000;
+
+  const rowsEl = document.getElementById("rows");
+  const emptyEl = document.getElementById("empty");
+  const template = document.getElementById("row-template");
+  const warningEl = document.getElementById("warning");
+  const filterEl = document.getElementById("filter");
+  const alarmsOnlyEl = document.getElementById("alarms-only");
+  const controllerEl = document.getElementById("controller-status");
+  const counts = {
+    tanks: document.getElementById("count-tanks"),
+    on: document.getElementById("count-on"),
+    alarms: document.getElementById("count-alarms"),
+  };
+
+  const tanks = new Map(); // id -> tank (model and its row)
+  const order = []; // ids in display order, parallel to the rows
+  const byId = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+  const dirty = new Set();
+  let frame = 0;
+  let warnings = 0;
+
+  function warn(line) {
+    console.warn(line);
+    warnings += 1;
+    warningEl.hidden = false;
+    setText(warningEl, warnings === 1 ? line : `${warnings} messages ignored; last: ${line}`);
+  }
+
+  function tank(id) {
+    let t = tanks.get(id);
+    if (!t) {
+      t = {
+        id,
+        level: null,
+        sensor: null,
+        pump: null,
+        pumpStatus: null,
+        alarms: new Map(), // kind -> detail, active ones only
+        updated: null,
+        pending: null, // {state, timer} of a command not yet confirmed
+        row: null,
+      };
+      tanks.set(id, t);
+    }
+    return t;
+  }
+
+  function touch(t) {
+    t.updated = new Date();
+    dirty.add(t);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  // ---- messages -> model -------------------------------------------------
+
+  function parseState(text) {
+    const s = text.trim();
+    let word = s;
+    if (s.startsWith("{")) {
+      const obj = jsonObject(s);
+      word = obj && typeof obj.state === "string" ? obj.state : "";
+    }
+    word = word.toLowerCase();
+    return word === "on" || word === "off" ? word : null;
+  }
+
+  const handlers = {
+    "tank/level"(t, text, topic) {
+      if (text === "") {
+        t.level = null; // retained level cleared
+        return true;
+      }
+      const obj = jsonObject(text);
+      const level = obj ? obj.level : undefined;
+      if (typeof level !== "number" || !(level >= 0 && level <= 100)) {
+        warn(`${topic}: not a {"level": 0..100} object (${preview(text)})`);
+        return false;
+      }
+      t.level = level;
+      return true;
+    },
+    "tank/status"(t, text) {
+      t.sensor = text.trim() || null;
+      return true;
+    },
+    "pump/state"(t, text, topic) {
+      if (text === "") {
+        t.pump = null;
+        return true;
+      }
+      const state = parseState(text);
+      if (!state) {
+        warn(`${topic}: not {"state": "on"|"off"} (${preview(text)})`);
+        return false;
+      }
+      t.pump = state;
+      if (t.pending && t.pending.state === state) {
+        clearTimeout(t.pending.timer);
+        t.pending = null;
+      }
+      return true;
+    },
+    "pump/status"(t, text) {
+      t.pumpStatus = text.trim() || null;
+      return true;
+    },
+    alarm(t, text, topic) {
+      if (text === "") {
+        t.alarms.clear();
+        return true;
+      }
+      const a = jsonObject(text);
+      if (!a || typeof a.alarm !== "string" || a.alarm === "" || typeof a.active !== "boolean") {
+        warn(`${topic}: not an {"alarm", "active", "detail"} object (${preview(text)})`);
+        return false;
+      }
+      if (a.active) t.alarms.set(a.alarm, typeof a.detail === "string" ? a.detail : "");
+      else t.alarms.delete(a.alarm);
+      return true;
+    },
+  };
+
+  function onMessage(topic, text) {
+    if (topic === "controller/status") {
+      const word = text.trim();
+      controllerEl.dataset.state = word === "online" || word === "offline" ? word : "unknown";
+      setText(controllerEl, word || "unknown");
+      return;
+    }
+    const parts = topic.split("/");
+    const key = parts[0] === "alarm" ? "alarm" : `${parts[0]}/${parts[2]}`;
+    const handle = handlers[key];
+    if (!handle || parts[1] === undefined || parts[1] === "") return;
+    const t = tank(parts[1]);
+    if (handle(t, text, topic)) touch(t);
+  }
+
+  // ---- model -> rows -----------------------------------------------------
+
+  function pad(n) {
+    return String(n).padStart(2, "0");
+  }
+
+  function availability(el, who, value) {
+    el.dataset.state = value === "online" || value === "offline" ? value : "unknown";
+    setText(el, `${who} ${value === null ? "?" : value}`);
+  }
+
+  function createRow(t) {
+    const row = template.content.firstElementChild.cloneNode(true);
+    row.dataset.id = t.id;
+    const q = (sel) => row.querySelector(sel);
+    t.row = {
+      el: row,
+      fill: q(".fill"),
+      levelText: q(".level-text"),
+      pumpState: q(".pump-state"),
+      button: q(".pump-button"),
+      sensor: q(".sensor-status"),
+      pumpStatus: q(".pump-status"),
+      alarms: q(".alarms"),
+      updated: q(".updated"),
+    };
+    setText(q(".tank-id"), t.id);
+    // Keep the rows in id order (numeric ids numerically): binary search.
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (byId.compare(order[mid], t.id) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    const next = lo < order.length ? tanks.get(order[lo]).row.el : null;
+    order.splice(lo, 0, t.id);
+    rowsEl.insertBefore(row, next);
+  }
+
+  function visible(t) {
+    const f = filterEl.value.trim().toLowerCase();
+    if (f && !t.id.toLowerCase().includes(f)) return false;
+    return !alarmsOnlyEl.checked || t.alarms.size > 0;
+  }
+
+  function render(t) {
+    if (!t.row) createRow(t);
+    const r = t.row;
+    r.el.hidden = !visible(t);
+
+    if (t.level === null) {
+      r.fill.style.width = "0%";
+      setText(r.levelText, "–");
+    } else {
+      r.fill.style.width = `${t.level}%`;
+      r.fill.dataset.band = t.level < 20 ? "low" : t.level < 50 ? "mid" : "ok";
+      setText(r.levelText, `${t.level.toFixed(1)} %`);
+    }
+
+    r.pumpState.dataset.state = t.pump || "unknown";
+    setText(r.pumpState, t.pump || "–");
+    const target = t.pending ? t.pending.state : t.pump === "on" ? "off" : "on";
+    setText(r.button, t.pending ? `Turning ${target}…` : `Turn ${target}`);
+    r.button.dataset.target = target;
+    r.button.disabled = t.pending !== null;
+
+    availability(r.sensor, "sensor", t.sensor);
+    availability(r.pumpStatus, "pump", t.pumpStatus);
+
+    // Alarm chips: rebuilt only for this row, always as text.
+    r.el.dataset.alarm = t.alarms.size > 0 ? "yes" : "no";
+    const chips = [];
+    for (const [kind, detail] of t.alarms) {
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.textContent = kind;
+      if (detail) chip.title = detail;
+      const d = document.createElement("span");
+      d.className = "detail";
+      d.textContent = detail;
+      chip.append(d);
+      chips.push(chip);
+    }
+    r.alarms.replaceChildren(...chips);
+
+    if (t.updated) {
+      const u = t.updated;
+      setText(r.updated, `${pad(u.getHours())}:${pad(u.getMinutes())}:${pad(u.getSeconds())}`);
+      r.updated.dateTime = u.toISOString();
+    }
+  }
+
+  function flush() {
+    frame = 0;
+    for (const t of dirty) render(t);
+    dirty.clear();
+    let on = 0;
+    let alarms = 0;
+    for (const t of tanks.values()) {
+      if (t.pump === "on") on += 1;
+      alarms += t.alarms.size;
+    }
+    setText(counts.tanks, String(tanks.size));
+    setText(counts.on, String(on));
+    setText(counts.alarms, String(alarms));
+    emptyEl.hidden = tanks.size > 0;
+  }
+
+  function refilter() {
+    for (const t of tanks.values()) if (t.row) t.row.el.hidden = !visible(t);
+  }
+
+  // ---- the manual on/off button -------------------------------------------
+
+  rowsEl.addEventListener("click", (ev) => {
+    const button = ev.target.closest(".pump-button");
+    if (!button || !page) return;
+    const t = tanks.get(button.closest(".row").dataset.id);
+    if (!t || t.pending) return;
+    const state = button.dataset.target;
+    const topic = `pump/${t.id}/command`;
+    page.publish(topic, JSON.stringify({ state }), false);
+    t.pending = {
+      state,
+      timer: setTimeout(() => {
+        t.pending = null;
+        warn(`${topic}: the pump did not report "${state}" within ${COMMAND_TIMEOUT_MS / 1000} s`);
+        dirty.add(t);
+        if (!frame) frame = requestAnimationFrame(flush);
+      }, COMMAND_TIMEOUT_MS),
+    };
+    dirty.add(t);
+    if (!frame) frame = requestAnimationFrame(flush);
+  });
+
+  filterEl.addEventListener("input", refilter);
+  alarmsOnlyEl.addEventListener("change", refilter);
+
+  const page = connect({
+    prefix: "web-dash-",
+    subscriptions: [
+      "tank/+/level",
+      "tank/+/status",
+      "pump/+/state",
+      "pump/+/status",
+      "alarm/+",
+      "controller/status",
+    ],
+    // The buttons live in a <fieldset>: disabling it disables them all.
+    onConnected(connected) {
+      rowsEl.disabled = !connected;
+    },
+    onMessage,
+    onWarning: warn,
+  });
+})();

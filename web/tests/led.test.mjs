@@ -1,0 +1,149 @@
+// The LED page (web/index.html) in Debian's Chromium, served by a private
+// Mosquitto, driving a real led-client with the simulated LED.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import {
+  Broker, Proc, binary, launchBrowser, pub, retained, screenshot, tempDir, waitUntil, DEADLINE,
+} from "./harness.mjs";
+
+let broker;
+let browser;
+let led; // led-client --led sim
+let page; // the first open LED page
+
+before(async () => {
+  broker = await Broker.start();
+  browser = await launchBrowser();
+  led = new Proc(binary("led-client"), [
+    "--led", "sim", "-h", "127.0.0.1", "-p", String(broker.port), "--state-dir", tempDir("led-state"),
+  ]);
+});
+
+after(async () => {
+  await browser?.close();
+  await led?.stop();
+  await broker?.stop();
+});
+
+const slider = (p) => p.locator("#level");
+const text = (p, sel) => p.locator(sel).textContent();
+
+async function expectConnected(p, yes) {
+  await waitUntil(`the page to show Connected: ${yes ? "Yes" : "No"}`, async () =>
+    (await text(p, "#connected")) === (yes ? "Yes" : "No") && (await slider(p).isDisabled()) === !yes);
+}
+
+async function expectSlider(p, value) {
+  await waitUntil(`the slider to show ${value}`, async () =>
+    (await slider(p).inputValue()) === String(value) && (await text(p, "#level-out")) === `${value} %`);
+}
+
+test("the slider is disabled until the page is connected", async () => {
+  // A WebSocket that never reaches the broker: no CONNACK ever comes.
+  const p = await browser.context.newPage();
+  await p.routeWebSocket(/.*/, () => {});
+  await p.goto(broker.url);
+  assert.match(await text(p, "#client-id"), /^web-led-[0-9a-f]{8}$/);
+  for (let i = 0; i < 10; i++) {
+    assert.equal(await text(p, "#connected"), "No");
+    assert.equal(await slider(p).isDisabled(), true);
+    await p.waitForTimeout(100);
+  }
+  await p.close();
+});
+
+test("the page connects back to the broker that served it and shows the LED client online", async () => {
+  page = await browser.newPage(broker.url);
+  await expectConnected(page, true);
+  assert.match(await text(page, "#client-id"), /^web-led-[0-9a-f]{8}$/);
+  await waitUntil("led/status online on the page", async () => (await text(page, "#led-status")) === "online");
+  // Sanity: what the page used to connect is where it came from, nothing fixed.
+  assert.equal(await page.evaluate(() => window.PiMqtt.brokerUrl()), `ws://127.0.0.1:${broker.wsPort}/`);
+});
+
+test("moving the slider makes led-client print the level, published retained with QoS 2", async () => {
+  await slider(page).fill("63");
+  let next = await led.waitLine("brightness 63");
+  assert.equal(retained(broker, "led"), '1 2 {"level":63}');
+
+  // Keyboard: each key press is an input event; End jumps to the top.
+  await slider(page).focus();
+  await page.keyboard.press("ArrowLeft");
+  next = await led.waitLine("brightness 62", next);
+  await page.keyboard.press("End");
+  next = await led.waitLine("brightness 100", next);
+
+  // A mouse drag fires many input events; the throttle sends at most one
+  // message per 100 ms, and always the final position.
+  const box = await slider(page).boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width - 2, y);
+  await page.mouse.down();
+  const steps = 40;
+  await page.mouse.move(box.x + box.width * 0.3, y, { steps });
+  await page.mouse.up();
+  const final = Number(await slider(page).inputValue());
+  assert.ok(final > 15 && final < 45, `the drag ended at ${final}`);
+  await led.waitLine(`brightness ${final}`, next);
+  await waitUntil("the retained level to be the final position", () => retained(broker, "led") === `1 2 {"level":${final}}`);
+  const sentDuringDrag = led.lines.length - next;
+  assert.ok(sentDuringDrag <= steps, `${sentDuringDrag} levels for ${steps} mouse moves`);
+  await expectSlider(page, final);
+});
+
+test("mosquitto_pub to led moves the slider in two open pages", async () => {
+  const second = await browser.newPage(broker.url);
+  await expectConnected(second, true);
+  pub(broker, "led", '{"level": 17}', { retain: true });
+  await expectSlider(page, 17);
+  await expectSlider(second, 17);
+  // The book's page sent strings; they count too, truncated.
+  pub(broker, "led", '{"level": "42.9"}', { retain: true });
+  await expectSlider(page, 42);
+  await expectSlider(second, 42);
+  // And a move in one page moves the other.
+  await slider(second).fill("77");
+  await expectSlider(page, 77);
+  await led.waitLine("brightness 77");
+  await second.close();
+});
+
+test("a payload containing HTML is shown as text, never parsed", async () => {
+  const html = '<img src=x onerror="window.pwned=1"><b>bold</b>';
+  pub(broker, "led", html, { retain: true });
+  await waitUntil("the raw payload on the page", async () => (await text(page, "#last-led")) === html);
+  assert.equal(await page.locator("#last-led *").count(), 0, "the payload made elements");
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  assert.match(await text(page, "#warning"), /^led: payload is not a JSON object/);
+  await expectSlider(page, 77); // unchanged
+
+  pub(broker, "led/status", "<i>hacked</i>", { retain: true });
+  await waitUntil("the status shown as text", async () => (await text(page, "#led-status")) === "<i>hacked</i>");
+  assert.equal(await page.locator("#led-status *").count(), 0);
+  pub(broker, "led/status", "online", { retain: true });
+  pub(broker, "led", '{"level": 63}', { retain: true });
+  await expectSlider(page, 63);
+  await waitUntil("led/status online again", async () => (await text(page, "#led-status")) === "online");
+  assert.deepEqual(browser.errors, []);
+});
+
+test("the page reconnects by itself after a broker restart, disabled meanwhile", async () => {
+  await screenshot(page, "led.png");
+  await broker.stop();
+  await expectConnected(page, false);
+  await page.waitForTimeout(1500); // a few failed reconnect attempts
+  assert.equal(await slider(page).isDisabled(), true);
+
+  const t0 = Date.now();
+  await broker.start();
+  await expectConnected(page, true);
+  console.log(`# page reconnected ${Date.now() - t0} ms after the broker came back`);
+  // The retained level survived the restart (persistence) and came back.
+  await expectSlider(page, 63);
+  // Publishing works again end to end, led-client having reconnected too.
+  const from = led.lines.length;
+  await slider(page).fill("21");
+  await led.waitLine("brightness 21", from, DEADLINE * 2);
+  assert.deepEqual(browser.errors, []);
+});
