@@ -1,0 +1,298 @@
+//! will-demo's logic, kept out of `main.rs` so the tests and the exercises
+//! walkthrough drive the same code a user runs.
+//!
+//! The book demonstrates the will with
+//! `mosquitto_sub -t pyiot --will-topic pyiot --will-payload 'Good Bye'
+//! --will-qos 2 --will-retain` and Ctrl+C. Since Mosquitto 2.0 the clients
+//! disconnect cleanly on Ctrl+C, which cancels the will; this program keeps
+//! the book's behaviour by ending the process without a DISCONNECT.
+
+use std::io::Write;
+use std::sync::mpsc::Receiver;
+
+use clap::{ArgAction, Parser};
+use log::{info, warn};
+
+use pimqtt::connect::{ConnectError, Events, Will};
+use pimqtt::payload::{self, BadPayload};
+use pimqtt::{CommonArgs, Event, Session, SessionConfig, Stop};
+
+/// Events waiting for the loop; Paho's thread blocks beyond this.
+pub const QUEUE: usize = 256;
+
+/// Subscribes to a topic and prints each message, with a last will that the
+/// broker publishes when this program vanishes without saying goodbye: the
+/// book's "Saying goodbye with a Will" exercise.
+///
+/// Try it (three terminals):
+///   mosquitto_sub -v -t pyiot                 # watches the topic
+///   will-demo --will-retain                   # Ctrl+C here...
+///   ...and the first terminal prints "pyiot Good Bye".
+#[derive(Debug, Clone, Parser)]
+#[command(name = "will-demo", version, disable_help_flag = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Topic filter to subscribe to (wildcards allowed), as mosquitto_sub -t.
+    #[arg(short = 't', long, default_value = "pyiot")]
+    pub topic: String,
+
+    /// Topic of the last will [default: the -t topic].
+    #[arg(long, value_name = "TOPIC")]
+    pub will_topic: Option<String>,
+
+    /// Text the broker publishes on the will topic when we vanish.
+    #[arg(long, value_name = "TEXT", default_value = "Good Bye")]
+    pub will_payload: String,
+
+    /// QoS of the will message (0, 1 or 2).
+    #[arg(long, value_name = "QOS", default_value_t = 2, value_parser = clap::value_parser!(i32).range(0..=2))]
+    pub will_qos: i32,
+
+    /// Make the will the topic's retained message, so subscribers that come
+    /// later still learn that we are gone.
+    #[arg(long)]
+    pub will_retain: bool,
+
+    /// Print `<topic> <payload>` instead of the payload alone.
+    #[arg(short = 'v', long, action = ArgAction::SetTrue)]
+    pub verbose: bool,
+
+    /// Disconnect cleanly (no will) and exit 0 after N messages.
+    #[arg(short = 'C', long = "count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Make Ctrl+C and SIGTERM disconnect cleanly (no will) instead of
+    /// dropping the connection.
+    #[arg(long)]
+    pub graceful: bool,
+}
+
+/// The first Ctrl+C / SIGTERM without `--graceful`: end the process at
+/// once, so the socket closes without a DISCONNECT packet and the broker
+/// publishes the will, as the book shows.
+pub fn drop_connection() {
+    info!(
+        "interrupted: dropping the connection without DISCONNECT, so the broker publishes the will"
+    );
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
+}
+
+/// Why a topic filter or will topic cannot be used; checked before
+/// connecting because Paho would only fail later, and quietly.
+pub fn check_topic(flag: &str, topic: &str, filter: bool) -> anyhow::Result<()> {
+    if topic.is_empty() || topic.len() > 65535 {
+        anyhow::bail!("{flag} must be 1 to 65535 bytes long");
+    }
+    if topic.contains('\0') {
+        anyhow::bail!("{flag} {topic:?} contains a NUL character");
+    }
+    if !filter {
+        if topic.contains(['+', '#']) {
+            anyhow::bail!(
+                "{flag} {topic:?} contains a wildcard ('+' or '#'); a will is published to one \
+                 topic: give --will-topic without wildcards"
+            );
+        }
+        return Ok(());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let bad_hash = level.contains('#') && (*level != "#" || i + 1 != levels.len());
+        let bad_plus = level.contains('+') && *level != "+";
+        if bad_hash || bad_plus {
+            anyhow::bail!(
+                "{flag} {topic:?} is not a valid topic filter: '+' must be a whole level and \
+                 '#' a whole last level (e.g. 'level1/+/temperature/#')"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The will these flags ask for.
+pub fn will(args: &Args) -> anyhow::Result<Will> {
+    let topic = args
+        .will_topic
+        .clone()
+        .unwrap_or_else(|| args.topic.clone());
+    let flag = if args.will_topic.is_some() {
+        "--will-topic"
+    } else {
+        "-t (the default will topic)"
+    };
+    check_topic(flag, &topic, false)?;
+    Ok(Will {
+        topic,
+        payload: args.will_payload.clone().into_bytes(),
+        qos: args.will_qos,
+        retained: args.will_retain,
+    })
+}
+
+/// One received message as a line of output, or why it is skipped.
+pub fn line(topic: &str, bytes: &[u8], verbose: bool) -> Result<String, BadPayload> {
+    let text = match payload::text(bytes) {
+        Ok(text) => text,
+        // An empty message is how a retained message is cleared: show it.
+        Err(BadPayload::Empty) => "",
+        Err(e) => return Err(e),
+    };
+    Ok(if verbose {
+        format!("{topic} {text}")
+    } else {
+        text.to_string()
+    })
+}
+
+/// Connects with the will, prints what arrives on `-t` until `-C N`
+/// messages have been printed or a graceful stop is requested, then
+/// disconnects cleanly (which cancels the will).
+pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    check_topic("-t", &args.topic, true)?;
+    let will = will(args)?;
+    info!(
+        "will: {:?} on {} (QoS {}, {}retained)",
+        args.will_payload,
+        will.topic,
+        will.qos,
+        if will.retained { "" } else { "not " }
+    );
+    let session = Session::new(
+        &args.common,
+        SessionConfig {
+            default_client_id: "will-demo".into(),
+            status_topic: None,
+            subscriptions: vec![args.topic.clone()],
+            will: Some(will),
+            tag: 0,
+        },
+        events,
+    )?;
+    info!("{} connecting to {}", session.client_id(), session.uri());
+    match session.connect(stop) {
+        Ok(()) => {}
+        Err(ConnectError::Stopped) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+
+    let mut printed = 0u64;
+    let mut out = std::io::stdout();
+    for event in rx.iter() {
+        match event {
+            Event::Message { msg, .. } => match line(msg.topic(), msg.payload(), args.verbose) {
+                Ok(text) => {
+                    // A closed stdout (`| head`) ends the demo like -C does.
+                    if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                        break;
+                    }
+                    printed += 1;
+                    if args.count.is_some_and(|n| printed >= n) {
+                        info!("{printed} message(s) received: disconnecting cleanly (no will)");
+                        break;
+                    }
+                }
+                Err(e) => warn!(
+                    "{}: {e}: {:?}; not printed",
+                    msg.topic(),
+                    payload::preview(msg.payload())
+                ),
+            },
+            Event::Stop => break,
+            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+        }
+        if stop.is_requested() {
+            break;
+        }
+    }
+    session.close();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut all = vec!["will-demo"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all).expect("valid flags")
+    }
+
+    #[test]
+    fn defaults_mirror_the_book() {
+        let a = parse(&[]);
+        let w = will(&a).expect("default will");
+        assert_eq!(a.topic, "pyiot");
+        assert_eq!(w.topic, "pyiot");
+        assert_eq!(w.payload, b"Good Bye");
+        assert_eq!(w.qos, 2);
+        assert!(!w.retained);
+        assert!(!a.graceful && a.count.is_none());
+    }
+
+    #[test]
+    fn will_flags() {
+        let a = parse(&[
+            "-t",
+            "a/#",
+            "--will-topic",
+            "a/status",
+            "--will-payload",
+            "gone",
+            "--will-qos",
+            "1",
+            "--will-retain",
+            "-C",
+            "2",
+            "-v",
+        ]);
+        let w = will(&a).expect("valid will");
+        assert_eq!(
+            (w.topic.as_str(), w.payload.as_slice(), w.qos, w.retained),
+            ("a/status", &b"gone"[..], 1, true)
+        );
+        assert_eq!(a.count, Some(2));
+        assert!(a.verbose);
+    }
+
+    #[test]
+    fn wildcard_topic_needs_a_will_topic() {
+        let a = parse(&["-t", "a/#"]);
+        assert!(will(&a).is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for bad in [&["--will-qos", "3"][..], &["-C", "0"], &["-C", "x"]] {
+            let mut all = vec!["will-demo"];
+            all.extend_from_slice(bad);
+            assert!(Args::try_parse_from(all).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn topic_filters() {
+        for ok in ["pyiot", "#", "level1/#", "+/+/lighting/sensor1", "a//b"] {
+            assert!(check_topic("-t", ok, true).is_ok(), "{ok}");
+        }
+        for bad in ["", "#/sensor1", "a/b#", "a+/b", "a/#/b"] {
+            assert!(check_topic("-t", bad, true).is_err(), "{bad}");
+        }
+        assert!(check_topic("--will-topic", "a/+", false).is_err());
+    }
+
+    #[test]
+    fn output_lines() {
+        assert_eq!(line("pyiot", b"hello", false), Ok("hello".into()));
+        assert_eq!(line("pyiot", b"hello", true), Ok("pyiot hello".into()));
+        assert_eq!(line("pyiot", b"", true), Ok("pyiot ".into()));
+        assert_eq!(
+            line("pyiot", &[0xff, 0xfe], false),
+            Err(BadPayload::NotUtf8)
+        );
+        assert!(line("pyiot", &vec![b'x'; pimqtt::MAX_PAYLOAD + 1], false).is_err());
+    }
+}

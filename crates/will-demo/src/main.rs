@@ -1,0 +1,25 @@
+//! will-demo: the book's "Saying goodbye with a Will" exercise as one program.
+//!
+//! - Subscribes to `-t` (default `pyiot`) with `--qos` (default 2) on a
+//!   durable session, client id `will-demo`, and prints every payload.
+//! - Registers a last will: `--will-payload` (default `Good Bye`) on
+//!   `--will-topic` (default: `-t`), QoS `--will-qos` (2), retained with
+//!   `--will-retain`. No availability topic: the will is the point.
+//! - Ctrl+C / SIGTERM drop the connection without a DISCONNECT, so the
+//!   broker publishes the will (as Ctrl+C on the book's mosquitto_sub 1.5
+//!   did); `--graceful` disconnects cleanly instead, and so does `-C N`.
+
+use clap::Parser;
+
+fn main() {
+    let args = will_demo::Args::parse();
+    pimqtt::logging::init(args.common.debug);
+    let (events, stop, rx) = pimqtt::connect::channel(will_demo::QUEUE);
+    let signals = if args.graceful {
+        pimqtt::shutdown::stop_on_signals(&stop)
+    } else {
+        pimqtt::shutdown::on_signals(will_demo::drop_connection)
+    };
+    let result = signals.and_then(|()| will_demo::run(&args, &events, &stop, &rx));
+    pimqtt::exit_with(result)
+}
