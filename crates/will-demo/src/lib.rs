@@ -20,16 +20,21 @@ use pimqtt::{CommonArgs, Event, Session, SessionConfig, Stop};
 /// Events waiting for the loop; Paho's thread blocks beyond this.
 pub const QUEUE: usize = 256;
 
+/// Shown after the flags in `--help`: the book's exercise with this program.
+const EXAMPLE: &str = "\
+The book's exercise, in three terminals:
+  Terminal #2:  mosquitto_sub -v -t 'pyiot'        # watches the topic
+  Terminal #1:  will-demo --will-retain            # then press Ctrl+C here
+  Terminal #2 prints 'pyiot Good Bye'; a later 'mosquitto_sub -v -t pyiot'
+  still gets it (retained). Clear it with: mosquitto_pub -r -n -t 'pyiot'
+Ctrl+C exits at once without DISCONNECT (exit code 0), which is what makes
+the broker publish the will; --graceful and -C N disconnect cleanly instead.";
+
 /// Subscribes to a topic and prints each message, with a last will that the
 /// broker publishes when this program vanishes without saying goodbye: the
 /// book's "Saying goodbye with a Will" exercise.
-///
-/// Try it (three terminals):
-///   mosquitto_sub -v -t pyiot                 # watches the topic
-///   will-demo --will-retain                   # Ctrl+C here...
-///   ...and the first terminal prints "pyiot Good Bye".
 #[derive(Debug, Clone, Parser)]
-#[command(name = "will-demo", version, disable_help_flag = true)]
+#[command(name = "will-demo", version, disable_help_flag = true, after_help = EXAMPLE)]
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
