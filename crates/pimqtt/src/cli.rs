@@ -126,6 +126,31 @@ impl CommonArgs {
     }
 }
 
+/// Clap value parser for a duration in seconds (`0.5`, `5`): positive and
+/// finite, at most a day, so a typo cannot make a timer never fire.
+pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !n.is_finite() || n <= 0.0 || n > 86_400.0 {
+        return Err(format!("{s} must be more than 0 and at most 86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(n))
+}
+
+/// Clap value parser for a percentage 0..100 (a tank level, a threshold).
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !n.is_finite() || !(0.0..=100.0).contains(&n) {
+        return Err(format!("{s} is not a percentage from 0 to 100"));
+    }
+    Ok(n)
+}
+
 /// systemd's `StateDirectory=` wins, then the XDG base directory spec.
 fn default_state_dir(systemd: Option<&Path>, xdg: Option<&Path>, home: Option<&Path>) -> PathBuf {
     if let Some(dir) = systemd.filter(|d| !d.as_os_str().is_empty()) {
@@ -200,6 +225,21 @@ mod tests {
         assert!(parse(&["-p", "70000"]).is_err());
         assert!(parse(&["-k", "1"]).is_err());
         assert!(parse(&["--cert", "c.pem"]).is_err(), "--cert needs --key");
+    }
+
+    #[test]
+    fn seconds_and_percentages_are_checked() {
+        assert_eq!(
+            parse_seconds("0.25"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        for bad in ["0", "-1", "NaN", "inf", "abc", "100000"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_percent("49.5"), Ok(49.5));
+        for bad in ["-0.1", "100.1", "NaN", "x"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`connect`]: a [`Session`](connect::Session) over Paho: durable session, QoS 2,
 //!   client persistence, TLS, automatic reconnect, availability (online / will),
 //!   subscriptions re-made on every connect, and the receive loop's [`Event`]s.
+//! - [`fleet`]: for `--count N` programs: connecting many sessions at once and
+//!   staggered periodic timers.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (first asks to stop, second exits).
 //! - [`logging`]: env_logger on stderr, `-d` for the Paho protocol trace.
 //! - [`payload`]: the JSON payloads of the topic table, fallible both ways.
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod connect;
+pub mod fleet;
 pub mod logging;
 pub mod payload;
 pub mod shutdown;

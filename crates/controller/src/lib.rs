@@ -1,0 +1,336 @@
+//! The controller's MQTT glue, kept thin: messages become [`logic::Input`]s,
+//! decisions become publications, and the dashboard shows both.
+//!
+//! # Layout
+//! - [`logic`]: the decisions, a pure state machine (no MQTT, time passed in).
+//! - [`dashboard`]: the table on a terminal, or one line per event.
+//! - this file: the flags and the loop.
+
+use std::io::IsTerminal;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::Parser;
+use log::{debug, info, warn};
+
+use pimqtt::cli::{parse_percent, parse_seconds};
+use pimqtt::connect::{ConnectError, Events};
+use pimqtt::payload::{self, Alarm, Availability, BadPayload, PumpState, TankLevel};
+use pimqtt::{fleet, topics, CommonArgs, Event, Session, SessionConfig, Stop};
+
+pub mod dashboard;
+pub mod logic;
+
+use dashboard::{Dashboard, Mode};
+use logic::{AlarmKind, Controller, Input, Output};
+
+/// Events waiting for the loop; Paho's thread blocks beyond this.
+pub const QUEUE: usize = 4096;
+
+/// Closes the water-tank loop for any number of tanks: pump on when a
+/// tank's level falls below --low, off when it reaches --high, nothing in
+/// between. Watches tank/+/level, pump/+/state, pump/+/status and
+/// tank/+/status; sends pump/<id>/command; raises and clears alarms on
+/// alarm/<id> (retained): pump-offline, sensor-stale (the pump is then
+/// commanded off), overflow (level 100 while the pump is on), dry (level 0).
+///
+/// On a terminal it shows a table redrawn in place. When stdout is not a
+/// terminal it prints one line per event:
+///   level <id> <percent> | pump <id> on|off | pump-status <id> online|offline
+///   | tank-status <id> online|offline | command <id> on|off
+///   | resend <id> on|off | alarm <id> <kind> raised <detail>
+///   | alarm <id> <kind> cleared
+#[derive(Debug, Clone, Parser)]
+#[command(name = "controller", version, disable_help_flag = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Turn a tank's pump on when its level falls below this percentage.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50.0, value_parser = parse_percent)]
+    pub low: f64,
+
+    /// Turn the pump off when the level reaches this percentage.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100.0, value_parser = parse_percent)]
+    pub high: f64,
+
+    /// Send a command again (with a warning) when the pump has not reported
+    /// the commanded state within this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub command_timeout: Duration,
+
+    /// Raise pump-offline when a pump has reported no state for this long
+    /// (pumps report every few seconds).
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_seconds)]
+    pub pump_timeout: Duration,
+
+    /// Raise sensor-stale, and command the pump off, when a tank has
+    /// published no level for this long.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub sensor_timeout: Duration,
+
+    /// How to show the tanks: a table redrawn in place, one line per event,
+    /// or auto (the table on a terminal, lines when piped).
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub dashboard: Mode,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<logic::Config> {
+        if self.low > self.high {
+            bail!(
+                "--low {} is above --high {}: the pump would never stop",
+                self.low,
+                self.high
+            );
+        }
+        Ok(logic::Config {
+            low: self.low,
+            high: self.high,
+            command_timeout: self.command_timeout,
+            pump_timeout: self.pump_timeout,
+            sensor_timeout: self.sensor_timeout,
+        })
+    }
+}
+
+/// The topic filters, in this order: retained alarms come last, after the
+/// retained levels and states that may clear them.
+pub fn subscriptions() -> Vec<String> {
+    [
+        "tank/+/level",
+        "pump/+/state",
+        "pump/+/status",
+        "tank/+/status",
+        "alarm/+",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Runs until `stop` is requested: connects, decides on every message and
+/// deadline, then publishes `offline` on controller/status and disconnects.
+pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    let mut ctl = Controller::new(args.config()?);
+    let session = Session::new(
+        &args.common,
+        SessionConfig {
+            default_client_id: "controller".into(),
+            status_topic: Some(topics::CONTROLLER_STATUS.into()),
+            subscriptions: subscriptions(),
+            ..SessionConfig::default()
+        },
+        events,
+    )?;
+    info!("{} connecting to {}", session.client_id(), session.uri());
+    match session.connect(stop) {
+        Ok(()) => {}
+        Err(ConnectError::Stopped) => {
+            session.close();
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let table = match args.dashboard {
+        Mode::Auto => std::io::stdout().is_terminal(),
+        Mode::Table => true,
+        Mode::Lines => false,
+    };
+    let mut dash = Dashboard::new(table, format!("pi-mqtt controller @ {}", session.uri()));
+    let mut out = Vec::new();
+
+    while !stop.is_requested() {
+        let now = Instant::now();
+        ctl.tick(now, &mut out);
+        publish(&session, &mut dash, &mut out, now);
+        // Drain what is waiting before touching stdout, so a burst costs one
+        // write, not one per message.
+        let event = match rx.try_recv() {
+            Ok(ev) => ev,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) => {
+                dash.refresh(&ctl, now);
+                let next = [ctl.next_deadline(), dash.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match rx.recv_timeout(fleet::wait_for(next, Instant::now())) {
+                    Ok(ev) => ev,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        match event {
+            Event::Message { msg, .. } => {
+                if let Some((id, input)) = parse(msg.topic(), msg.payload(), msg.retained()) {
+                    let now = Instant::now();
+                    dash.input(id, &input);
+                    ctl.handle(now, id, input, &mut out);
+                    publish(&session, &mut dash, &mut out, now);
+                }
+            }
+            Event::Stop => break,
+            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+        }
+    }
+    dash.finish();
+    session.close();
+    Ok(())
+}
+
+/// Sends the decisions and shows them.
+fn publish(session: &Session, dash: &mut Dashboard, out: &mut Vec<Output>, now: Instant) {
+    for o in out.drain(..) {
+        match &o {
+            Output::Command {
+                id,
+                state,
+                resend,
+                why,
+            } => {
+                let topic = topics::pump_command(id);
+                if *resend {
+                    warn!("{topic}: {why}; sending {state} again");
+                } else {
+                    debug!("{topic}: {state} ({why})");
+                }
+                session.publish(&topic, state.to_json(), false);
+            }
+            Output::Alarm {
+                id,
+                kind,
+                active,
+                detail,
+            } => {
+                let topic = topics::alarm(id);
+                if *active {
+                    warn!("{topic}: {kind} raised: {detail}");
+                } else {
+                    info!("{topic}: {kind} cleared");
+                }
+                let alarm = Alarm {
+                    alarm: kind.to_string(),
+                    active: *active,
+                    detail: detail.clone(),
+                };
+                session.publish(&topic, alarm.to_json(), true);
+            }
+        }
+        dash.output(&o, now);
+    }
+}
+
+/// Turns a message into an input for one id; bad payloads are one warning
+/// naming the topic.
+pub fn parse<'t>(topic: &'t str, bytes: &[u8], retained: bool) -> Option<(&'t str, Input)> {
+    let warn_bad = |e: BadPayload| {
+        warn!("{topic}: {e}: {:?}; ignored", payload::preview(bytes));
+        None
+    };
+    if let Some(id) = topics::id_in(topic, "tank", "level") {
+        return match TankLevel::try_from(bytes) {
+            Ok(t) => Some((id, Input::Level(t.level))),
+            Err(e) => warn_bad(e),
+        };
+    }
+    if let Some(id) = topics::id_in(topic, "pump", "state") {
+        return match PumpState::try_from(bytes) {
+            Ok(s) => Some((id, Input::PumpState(s))),
+            Err(e) => warn_bad(e),
+        };
+    }
+    for (prefix, make) in [
+        ("pump", Input::PumpStatus as fn(Availability) -> Input),
+        ("tank", Input::TankStatus),
+    ] {
+        if let Some(id) = topics::id_in(topic, prefix, "status") {
+            return match Availability::try_from(bytes) {
+                Ok(a) => Some((id, make(a))),
+                Err(e) => warn_bad(e),
+            };
+        }
+    }
+    if let Some(id) = topic
+        .strip_prefix("alarm/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+    {
+        // Our own alarms come back to us; only the retained ones found at
+        // start-up tell something new.
+        if !retained || bytes.is_empty() {
+            return None;
+        }
+        let alarm: Alarm = match payload::text(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(
+                    "{topic}: not an alarm ({e}): {:?}; ignored",
+                    payload::preview(bytes)
+                );
+                return None;
+            }
+        };
+        return match AlarmKind::parse(&alarm.alarm) {
+            Some(kind) if alarm.active => Some((id, Input::RetainedAlarm(kind))),
+            Some(_) => None,
+            None => {
+                warn!("{topic}: unknown alarm {:?}; ignored", alarm.alarm);
+                None
+            }
+        };
+    }
+    debug!("{topic}: not a topic the controller follows");
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_become_inputs() {
+        assert_eq!(
+            parse("tank/3/level", br#"{"level": 49.5}"#, false),
+            Some(("3", Input::Level(49.5)))
+        );
+        assert_eq!(
+            parse("pump/3/state", b"on", false),
+            Some(("3", Input::PumpState(PumpState::On)))
+        );
+        assert_eq!(
+            parse("tank/3/status", b"offline", true),
+            Some(("3", Input::TankStatus(Availability::Offline)))
+        );
+        let retained = br#"{"alarm":"dry","active":true,"detail":"x"}"#;
+        assert_eq!(
+            parse("alarm/3", retained, true),
+            Some(("3", Input::RetainedAlarm(AlarmKind::Dry)))
+        );
+        assert_eq!(parse("alarm/3", retained, false), None, "our own echo");
+    }
+
+    #[test]
+    fn bad_payloads_are_dropped() {
+        for (topic, bytes) in [
+            ("tank/1/level", &b"{\"level\": 101}"[..]),
+            ("tank/1/level", b"abc"),
+            ("tank/1/level", b""),
+            ("pump/1/state", b"maybe"),
+            ("pump/1/status", b"dead"),
+            ("alarm/1", b"{"),
+        ] {
+            assert_eq!(parse(topic, bytes, true), None, "{topic} {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn low_above_high_is_a_configuration_error() {
+        let args = Args::try_parse_from(["controller", "--low", "80", "--high", "60"])
+            .expect("flags parse");
+        assert!(args.config().is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! pump-sim's logic, kept out of `main.rs` so tests can reason about it.
+
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use log::{debug, info, warn};
+
+use pimqtt::cli::parse_seconds;
+use pimqtt::connect::{ConnectError, Events};
+use pimqtt::fleet::{self, Ticker};
+use pimqtt::payload::{self, BadPayload, PumpState};
+use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
+
+/// Events waiting for the loop; Paho's thread blocks beyond this.
+pub const QUEUE: usize = 1024;
+
+/// A simulated pump: obeys `pump/<id>/command` (`{"state": "on"}` or a bare
+/// `on`/`off`, any case) and reports `pump/<id>/state` (retained) on every
+/// change, in answer to every valid command, and every --heartbeat, so the
+/// controller knows it really switched and is still there. Starts off.
+/// Prints `pump <id> on|off` on stdout when its state changes (and once at
+/// start).
+///
+/// Try it:  mosquitto_pub -q 2 -t pump/1/command -m on
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pump-sim", version, disable_help_flag = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Id of the pump (a single topic level); the tank it fills has the same id.
+    #[arg(long, value_name = "ID", default_value = "1")]
+    pub pump: String,
+
+    /// Seconds between two reports of an unchanged state.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
+    pub heartbeat: Duration,
+
+    /// Simulate N pumps, ids <ID>, <ID>+1, … (or <ID>-1 … <ID>-N when the
+    /// id is not a number), each on its own connection.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: u32,
+}
+
+#[derive(Debug)]
+struct Pump {
+    id: String,
+    command_topic: String,
+    state_topic: String,
+    state: PumpState,
+}
+
+/// What a command does to a pump in `state`: the new state, or why it is
+/// ignored.
+pub fn obey(bytes: &[u8]) -> Result<PumpState, BadPayload> {
+    PumpState::try_from(bytes)
+}
+
+/// Runs until `stop` is requested: connects every pump, obeys commands,
+/// reports states, then says `offline` and disconnects.
+pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    let ids = topics::fleet_ids(&args.pump, args.count);
+    for id in &ids {
+        topics::check_id(id).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
+    }
+    let sessions = ids
+        .iter()
+        .enumerate()
+        .map(|(tag, id)| {
+            Session::new(
+                &args.common,
+                SessionConfig {
+                    default_client_id: format!("pump-sim-{id}"),
+                    status_topic: Some(topics::pump_status(id)),
+                    subscriptions: vec![topics::pump_command(id)],
+                    tag,
+                    ..SessionConfig::default()
+                },
+                events,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    info!("{} pump(s) connecting to {}", ids.len(), sessions[0].uri());
+    let mut pumps: Vec<Pump> = ids
+        .iter()
+        .map(|id| Pump {
+            id: id.clone(),
+            command_topic: topics::pump_command(id),
+            state_topic: topics::pump_state(id),
+            state: PumpState::Off,
+        })
+        .collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    for p in &pumps {
+        let _ = writeln!(out, "pump {} {}", p.id, p.state);
+    }
+    let _ = out.flush();
+
+    match fleet::connect_all(&sessions, stop) {
+        Ok(()) => {}
+        Err(ConnectError::Stopped) => {
+            fleet::close_all(&sessions);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // Every (re)connect reports the state at once (see Event::Connected), so
+    // the first heartbeat is one period away.
+    let mut ticker = Ticker::new(pumps.len(), args.heartbeat, Instant::now() + args.heartbeat);
+    while !stop.is_requested() {
+        let now = Instant::now();
+        while let Some(i) = ticker.due(now) {
+            report(&sessions[i], &pumps[i]);
+        }
+        let _ = out.flush();
+        match rx.recv_timeout(fleet::wait_for(ticker.next_deadline(), Instant::now())) {
+            Ok(Event::Message { session, msg }) => {
+                let (Some(pump), Some(s)) = (pumps.get_mut(session), sessions.get(session)) else {
+                    continue;
+                };
+                if msg.topic() != pump.command_topic {
+                    continue;
+                }
+                match obey(msg.payload()) {
+                    Ok(state) => {
+                        if state != pump.state {
+                            pump.state = state;
+                            info!("pump {} switched {state}", pump.id);
+                            let _ = writeln!(out, "pump {} {state}", pump.id);
+                        }
+                        // Confirm even an unchanged state: the controller
+                        // re-sends until it hears one.
+                        report(s, pump);
+                    }
+                    Err(e) => warn!(
+                        "{}: {e}: {:?}; pump {} stays {}",
+                        msg.topic(),
+                        payload::preview(msg.payload()),
+                        pump.id,
+                        pump.state
+                    ),
+                }
+            }
+            Ok(Event::Connected { session }) => {
+                if let (Some(pump), Some(s)) = (pumps.get(session), sessions.get(session)) {
+                    report(s, pump);
+                }
+            }
+            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Event::ConnectionLost { .. }) | Err(RecvTimeoutError::Timeout) => {}
+        }
+    }
+    fleet::close_all(&sessions);
+    Ok(())
+}
+
+fn report(session: &Session, pump: &Pump) {
+    debug!("pump {} reports {}", pump.id, pump.state);
+    session.publish(&pump.state_topic, pump.state.to_json(), true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_in_both_forms() {
+        assert_eq!(obey(br#"{"state": "on"}"#), Ok(PumpState::On));
+        assert_eq!(obey(b"OFF"), Ok(PumpState::Off));
+        for bad in [&b""[..], b"maybe", br#"{"state": true}"#, b"{", &[0xff]] {
+            assert!(obey(bad).is_err(), "{bad:?} obeyed");
+        }
+    }
+}
