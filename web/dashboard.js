@@ -226,12 +226,14 @@
     for (const [kind, detail] of t.alarms) {
       const chip = document.createElement("span");
       chip.className = "chip";
-      chip.textContent = kind;
       if (detail) chip.title = detail;
+      const k = document.createElement("span");
+      k.className = "kind";
+      k.textContent = kind;
       const d = document.createElement("span");
       d.className = "detail";
       d.textContent = detail;
-      chip.append(d);
+      chip.append(k, d);
       chips.push(chip);
     }
     r.alarms.replaceChildren(...chips);
