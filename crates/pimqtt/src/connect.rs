@@ -158,6 +158,9 @@ pub struct Session {
     tls: bool,
     host: String,
     port: u16,
+    /// Whether -u was given: turns "not authorised" into a hint about the
+    /// password rather than about a missing one.
+    has_user: bool,
 }
 
 fn readable(flag: &str, path: &Path) -> Result<(), ConnectError> {
@@ -284,6 +287,7 @@ impl Session {
             .send_while_disconnected(true)
             .max_buffered_messages(MAX_BUFFERED)
             .finalize();
+        init_paho();
         let client = mqtt::AsyncClient::new(create).map_err(|e| {
             ConnectError::Config(format!("cannot create an MQTT client for {uri}: {e}"))
         })?;
@@ -300,6 +304,7 @@ impl Session {
             tls: common.tls(),
             host: common.host.clone(),
             port: common.port(),
+            has_user: common.username.is_some(),
         })
     }
 
@@ -336,6 +341,9 @@ impl Session {
                 use mqtt::ConnectReturnCode::*;
                 let why = match code {
                     BadUserNameOrPassword => "the user name or password is wrong (check -u and -P/--pw-file/MQTT_PASSWORD)",
+                    // Mosquitto 2.x answers a wrong password with this code
+                    // too, not with BadUserNameOrPassword.
+                    NotAuthorized if self.has_user => "the user name or password is wrong, or this user may not connect (check -u and -P/--pw-file/MQTT_PASSWORD)",
                     NotAuthorized => "this client is not authorised (the broker needs a user name and password: -u/-P)",
                     IdentifierRejected => "the client id was rejected (choose another with -i)",
                     UnacceptableProtocolVersion => "the broker does not speak MQTT 3.1.1",
@@ -357,11 +365,23 @@ impl Session {
                     self.uri, self.host, self.port
                 )));
             }
-            warn!(
-                "broker at {} not reachable ({err}); retrying in {}s",
-                self.uri,
-                delay.as_secs()
-            );
+            if reachable {
+                // Something listens but dropped us: a broker still starting,
+                // or a TLS listener spoken to in plain MQTT.
+                warn!(
+                    "broker at {} closed the connection ({err}); if port {} is a TLS \
+                     listener, add --cafile; retrying in {}s",
+                    self.uri,
+                    self.port,
+                    delay.as_secs()
+                );
+            } else {
+                warn!(
+                    "broker at {} not reachable ({err}); retrying in {}s",
+                    self.uri,
+                    delay.as_secs()
+                );
+            }
             let until = Instant::now() + delay;
             while Instant::now() < until {
                 if stop.is_requested() {
@@ -440,6 +460,34 @@ impl Session {
         }
         info!("{} disconnected", self.client_id);
     }
+}
+
+/// Paho C initialises all of OpenSSL (every algorithm, every error string)
+/// when the first client is created, TLS or not: about 3 MiB resident on a
+/// Pi for nothing when the broker is plain MQTT. OpenSSL 1.1 and later
+/// initialise themselves on first use, so we tell Paho to leave it alone.
+fn init_paho() {
+    use std::os::raw::c_char;
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let id = [
+            b'M' as c_char,
+            b'Q' as c_char,
+            b'T' as c_char,
+            b'G' as c_char,
+        ];
+        let mut opts = paho_mqtt_sys::MQTTAsync_init_options {
+            struct_id: id,
+            struct_version: 0,
+            do_openssl_init: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: runs once, before any client exists; Paho only reads the
+        // struct, which is valid for the duration of the call.
+        unsafe {
+            paho_mqtt_sys::MQTTAsync_global_init(&mut opts);
+        }
+    });
 }
 
 fn tls_error(flag: &str, path: &Path, e: mqtt::Error) -> ConnectError {
