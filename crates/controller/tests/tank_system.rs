@@ -1,0 +1,337 @@
+//! The water-tank system against a real Mosquitto: the controller's
+//! decisions, the closed loop with all three programs, the alarms and the
+//! fail-safe, re-sent commands, and a fleet of 200 tanks.
+//!
+//! The controller's stdout is piped, so it prints one line per event (the
+//! format documented in `controller --help`); tests wait on those lines and
+//! on what a watching MQTT client sees.
+
+#![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+
+const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
+
+/// tank-sensor and pump-sim are other packages' binaries, which cargo does
+/// not build for this package's tests: build them once (a no-op when
+/// `cargo test --workspace` already has) and find them beside this test.
+fn sibling(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "tank-sensor", "-p", "pump-sim"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().unwrap().success(),
+            "cannot build tank-sensor and pump-sim"
+        );
+        dir
+    });
+    dir.join(name)
+}
+
+fn args(broker: &Broker, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = broker.host_args();
+    a.push("--state-dir".into());
+    a.push(state.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A broker, a state directory and a watcher subscribed to `filters`.
+struct Rig {
+    broker: Broker,
+    state: tempfile::TempDir,
+    peer: Peer,
+}
+
+impl Rig {
+    fn new(filters: &[&str]) -> Rig {
+        let broker = Broker::start();
+        let peer = Peer::connect(&broker, "watcher");
+        for f in filters {
+            peer.subscribe(f);
+        }
+        peer.subscribe("controller/status");
+        Rig {
+            broker,
+            state: tempfile::tempdir().unwrap(),
+            peer,
+        }
+    }
+
+    /// Starts the controller and waits until it is subscribed (its
+    /// `online` follows its SUBSCRIBE on the same connection).
+    fn controller(&self, extra: &[&str]) -> Proc {
+        let mut a = vec!["--dashboard", "lines"];
+        a.extend_from_slice(extra);
+        let p = Proc::spawn(CONTROLLER, &args(&self.broker, self.state.path(), &a));
+        self.peer.expect("controller/status", "online");
+        p
+    }
+
+    fn tank_sensor(&self, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            sibling("tank-sensor"),
+            &args(&self.broker, self.state.path(), extra),
+        )
+    }
+
+    fn pump_sim(&self, extra: &[&str]) -> Proc {
+        Proc::spawn(
+            sibling("pump-sim"),
+            &args(&self.broker, self.state.path(), extra),
+        )
+    }
+
+    /// Pump commands seen within `window` (after everything before has
+    /// been waited for): for asserting that none was sent.
+    fn commands_within(&self, window: Duration) -> Vec<String> {
+        self.peer
+            .drain(window)
+            .iter()
+            .filter(|m| m.topic().ends_with("/command"))
+            .map(|m| format!("{} {}", m.topic(), m.payload_str()))
+            .collect()
+    }
+
+    /// Waits for the alarm payload SPEC describes on `alarm/<id>`.
+    fn expect_alarm(&self, id: &str, kind: &str, active: bool, detail: &str) {
+        let payload = format!(r#"{{"alarm":"{kind}","active":{active},"detail":"{detail}"}}"#);
+        self.peer.expect(&format!("alarm/{id}"), &payload);
+    }
+}
+
+const ON: &str = r#"{"state":"on"}"#;
+const OFF: &str = r#"{"state":"off"}"#;
+/// Long enough that no alarm interferes with a test about something else.
+const QUIET: [&str; 4] = ["--pump-timeout", "300", "--sensor-timeout", "300"];
+
+#[test]
+fn decisions_follow_the_levels_of_a_stdin_sensor() {
+    let rig = Rig::new(&["pump/+/command", "tank/1/status"]);
+    let ctl = rig.controller(&QUIET);
+    let mut sensor = rig.tank_sensor(&["--source", "stdin"]);
+    rig.peer.expect("tank/1/status", "online");
+
+    sensor.write_stdin("70\n");
+    ctl.wait_stdout("level 1 70.0");
+    assert_eq!(
+        rig.commands_within(Duration::from_secs(1)),
+        Vec::<String>::new(),
+        "70: nothing"
+    );
+
+    sensor.write_stdin("49.5\n");
+    rig.peer.expect("pump/1/command", ON);
+    ctl.wait_stdout("command 1 on");
+
+    // The test plays the pump: it confirms.
+    rig.peer.publish("pump/1/state", ON, 2, true);
+    ctl.wait_stdout("pump 1 on");
+    sensor.write_stdin("80\n");
+    ctl.wait_stdout("level 1 80.0");
+    assert_eq!(
+        rig.commands_within(Duration::from_secs(1)),
+        Vec::<String>::new(),
+        "80 while on: nothing"
+    );
+
+    sensor.write_stdin("100\n");
+    rig.peer.expect("pump/1/command", OFF);
+    ctl.wait_stdout("command 1 off");
+
+    // End of input: offline, clean exit.
+    sensor.close_stdin();
+    assert_eq!(sensor.wait_exit(DEADLINE), Some(0));
+    rig.peer.expect("tank/1/status", "offline");
+    ctl.wait_stdout("tank-status 1 offline");
+}
+
+#[test]
+fn the_closed_loop_cycles_the_pump() {
+    let rig = Rig::new(&[]);
+    let ctl = rig.controller(&[]);
+    let pump = rig.pump_sim(&[]);
+    pump.wait_stdout("pump 1 off");
+    // Net +40 %/s while filling, -20 %/s draining: a cycle takes seconds.
+    let _sensor = rig.tank_sensor(&[
+        "--initial",
+        "60",
+        "--drain",
+        "20",
+        "--fill",
+        "60",
+        "--interval",
+        "0.1",
+    ]);
+    for state in ["on", "off", "on", "off"] {
+        pump.wait_stdout(&format!("pump 1 {state}"));
+    }
+    let out = ctl.stdout();
+    assert!(out.iter().any(|l| l == "command 1 on"), "{out:?}");
+    assert!(out.iter().any(|l| l == "command 1 off"), "{out:?}");
+    let levels: Vec<f64> = out
+        .iter()
+        .filter_map(|l| l.strip_prefix("level 1 "))
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(
+        levels.iter().any(|&l| l < 50.0) && levels.iter().any(|&l| l >= 100.0),
+        "{levels:?}"
+    );
+}
+
+#[test]
+fn a_killed_pump_raises_pump_offline_until_it_returns() {
+    let rig = Rig::new(&["alarm/+", "pump/1/status"]);
+    let _ctl = rig.controller(&QUIET);
+    let mut pump = rig.pump_sim(&[]);
+    rig.peer.expect("pump/1/status", "online");
+
+    pump.kill(); // SIGKILL: no goodbye, the broker publishes the will
+    rig.peer.expect("pump/1/status", "offline");
+    rig.expect_alarm("1", "pump-offline", true, "pump 1 reported offline");
+
+    let _pump = rig.pump_sim(&[]);
+    rig.expect_alarm("1", "pump-offline", false, "cleared");
+}
+
+#[test]
+fn a_silent_pump_raises_pump_offline() {
+    let rig = Rig::new(&["alarm/+"]);
+    let ctl = rig.controller(&["--pump-timeout", "1", "--sensor-timeout", "300"]);
+    rig.peer.publish("pump/5/state", OFF, 2, false);
+    rig.expect_alarm("5", "pump-offline", true, "no state from pump 5 for 1s");
+    ctl.wait_line(Stream::Stdout, DEADLINE, |l| {
+        l.starts_with("alarm 5 pump-offline raised")
+    });
+    rig.peer.publish("pump/5/state", OFF, 2, false);
+    rig.expect_alarm("5", "pump-offline", false, "cleared");
+}
+
+#[test]
+fn a_stale_sensor_turns_the_pump_off() {
+    let rig = Rig::new(&["alarm/+", "pump/+/command"]);
+    let ctl = rig.controller(&["--sensor-timeout", "1", "--pump-timeout", "300"]);
+    rig.peer.publish("pump/1/state", ON, 2, true);
+    rig.peer
+        .publish("tank/1/level", r#"{"level": 70}"#, 2, true);
+    ctl.wait_stdout("level 1 70.0");
+    // The level stops coming: alarm, and the pump is commanded off.
+    rig.expect_alarm(
+        "1",
+        "sensor-stale",
+        true,
+        "no level from tank 1 for 1s; pump commanded off",
+    );
+    ctl.wait_stdout("command 1 off");
+    rig.peer
+        .publish("tank/1/level", r#"{"level": 70}"#, 2, true);
+    rig.expect_alarm("1", "sensor-stale", false, "cleared");
+}
+
+#[test]
+fn bad_levels_are_warned_and_change_nothing() {
+    let rig = Rig::new(&["pump/+/command"]);
+    let ctl = rig.controller(&QUIET);
+    rig.peer.publish("pump/1/state", OFF, 2, true);
+    ctl.wait_stdout("pump 1 off");
+    for bad in ["", "abc", r#"{"level": 120}"#, r#"{"level": "low"}"#, "{"] {
+        rig.peer.publish("tank/1/level", bad, 2, false);
+    }
+    rig.peer
+        .publish("tank/1/level", r#"{"level": 60}"#, 2, false);
+    ctl.wait_stdout("level 1 60.0");
+    let warnings = ctl
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("tank/1/level"))
+        .count();
+    assert_eq!(warnings, 5, "{:#?}", ctl.stderr());
+    assert!(!ctl
+        .stdout()
+        .iter()
+        .any(|l| l.starts_with("level 1 ") && l != "level 1 60.0"));
+    assert_eq!(
+        rig.commands_within(Duration::from_millis(500)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn an_unconfirmed_command_is_sent_again() {
+    let rig = Rig::new(&["pump/+/command"]);
+    let ctl = rig.controller(&[
+        "--command-timeout",
+        "1",
+        "--pump-timeout",
+        "300",
+        "--sensor-timeout",
+        "300",
+    ]);
+    rig.peer.publish("pump/1/state", OFF, 2, true);
+    ctl.wait_stdout("pump 1 off");
+    rig.peer
+        .publish("tank/1/level", r#"{"level": 30}"#, 2, true);
+    rig.peer.expect("pump/1/command", ON);
+    ctl.wait_stdout("command 1 on");
+    // The "pump" (this test) never confirms: the command goes again, with a warning.
+    rig.peer.expect("pump/1/command", ON);
+    ctl.wait_stdout("resend 1 on");
+    ctl.wait_stderr("sending on again");
+    // Once it confirms, no more.
+    rig.peer.publish("pump/1/state", ON, 2, true);
+    ctl.wait_stdout("pump 1 on");
+    rig.peer.drain(Duration::from_millis(100));
+    assert_eq!(
+        rig.commands_within(Duration::from_millis(2500)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_fleet_of_200_tanks_gets_every_pump_switched_on() {
+    const N: usize = 200;
+    let rig = Rig::new(&["pump/+/state"]);
+    let _ctl = rig.controller(&[]);
+    let _pumps = rig.pump_sim(&["--count", "200"]);
+    let _tanks = rig.tank_sensor(&[
+        "--count",
+        "200",
+        "--source",
+        "sim",
+        "--initial",
+        "20",
+        "--drain",
+        "0.5",
+        "--fill",
+        "1",
+    ]);
+    let mut on = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while on.len() < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {N} pumps switched on",
+            on.len()
+        );
+        let m = rig.peer.recv(left);
+        if m.payload_str() == ON {
+            on.insert(m.topic().to_string());
+        }
+    }
+    let expected: HashSet<String> = (1..=N).map(|i| format!("pump/{i}/state")).collect();
+    assert_eq!(on, expected);
+}
