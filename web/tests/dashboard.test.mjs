@@ -125,9 +125,12 @@ test("the levels and pump states of running tank-sensor and pump-sim programs, a
   await expectCell("7", ".pump-state", "off");
   await expectCell("7", ".pump-button", "Turn on");
 
-  // A clean stop shows as offline on the page.
+  // A clean stop shows as offline on the page; so does the end of the
+  // sensor's input.
   await pump.stop();
   await expectCell("7", ".pump-status", "pump offline");
+  sensor.child.stdin.end();
+  await expectCell("7", ".sensor-status", "sensor offline");
 });
 
 test("alarms are listed per tank, as text, and can be filtered", async () => {

@@ -129,7 +129,15 @@ test("a payload containing HTML is shown as text, never parsed", async () => {
 });
 
 test("the page reconnects by itself after a broker restart, disabled meanwhile", async () => {
+  // The screenshots for the README, taken while the page is live.
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.mouse.move(0, 0);
+  await page.setViewportSize({ width: 900, height: 560 });
+  await page.waitForTimeout(300); // the bulb's CSS transition
   await screenshot(page, "led.png");
+  await page.setViewportSize({ width: 390, height: 700 });
+  await screenshot(page, "led-phone.png");
+  await page.setViewportSize({ width: 1100, height: 760 });
   await broker.stop();
   await expectConnected(page, false);
   await page.waitForTimeout(1500); // a few failed reconnect attempts
