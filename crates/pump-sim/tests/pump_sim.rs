@@ -1,0 +1,145 @@
+//! pump-sim against a real Mosquitto: both command forms, bad commands
+//! ignored, state reports (change, confirmation, heartbeat), availability
+//! and a fleet of pumps in one process.
+
+#![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
+
+use std::time::Duration;
+
+use pimqtt::testing::{Broker, Peer, Proc, DEADLINE};
+
+const EXE: &str = env!("CARGO_BIN_EXE_pump-sim");
+const ON: &str = r#"{"state":"on"}"#;
+const OFF: &str = r#"{"state":"off"}"#;
+
+fn start(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Proc {
+    let mut a = broker.host_args();
+    a.push("--state-dir".into());
+    a.push(state.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(EXE, &a)
+}
+
+/// Waits until every topic of `topics` has carried `payload`, in any order
+/// (a fleet connects several devices at once).
+fn expect_all(w: &Peer, topics: &[String], payload: &str) {
+    let mut missing: std::collections::HashSet<&String> = topics.iter().collect();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !missing.is_empty() {
+        let m = w.recv(deadline.saturating_duration_since(std::time::Instant::now()));
+        if m.payload_str() == payload {
+            missing.remove(&m.topic().to_string());
+        }
+    }
+}
+
+fn watcher(broker: &Broker, filters: &[&str]) -> Peer {
+    let p = Peer::connect(broker, "watcher");
+    for f in filters {
+        p.subscribe(f);
+    }
+    p
+}
+
+#[test]
+fn obeys_both_command_forms_and_ignores_bad_ones() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["pump/1/state", "pump/1/status"]);
+    let pump = start(&broker, state.path(), &["--heartbeat", "600"]);
+    w.expect("pump/1/status", "online");
+    w.expect("pump/1/state", OFF); // starts off
+    pump.wait_stdout("pump 1 off");
+
+    w.publish("pump/1/command", "ON", 2, false);
+    w.expect("pump/1/state", ON);
+    pump.wait_stdout("pump 1 on");
+
+    let bad: [&[u8]; 6] = [
+        b"maybe",
+        br#"{"state": 1}"#,
+        br#"{"state": "dim"}"#,
+        b"",
+        b"{",
+        &[0xff, 0xfe],
+    ];
+    for b in bad {
+        w.publish("pump/1/command", b.to_vec(), 2, false);
+    }
+    w.publish("pump/1/command", r#"{"state": "off"}"#, 2, false);
+    w.expect("pump/1/state", OFF);
+    pump.wait_stdout("pump 1 off");
+
+    let warnings = pump
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("pump/1/command"))
+        .count();
+    assert_eq!(warnings, bad.len(), "{:#?}", pump.stderr());
+    assert_eq!(
+        pump.stdout(),
+        ["pump 1 off", "pump 1 on", "pump 1 off"],
+        "bad commands changed nothing"
+    );
+}
+
+#[test]
+fn confirms_commands_and_repeats_its_state() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["pump/1/state"]);
+    let _pump = start(&broker, state.path(), &["--heartbeat", "0.2"]);
+    w.expect("pump/1/state", OFF);
+    for _ in 0..3 {
+        w.expect("pump/1/state", OFF); // heartbeats
+    }
+    w.publish("pump/1/command", "off", 2, false);
+    w.expect("pump/1/state", OFF); // an unchanged state is confirmed too
+}
+
+#[test]
+fn a_fleet_has_one_connection_per_pump() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["pump/+/status"]);
+    let pump = start(&broker, state.path(), &["--pump", "7", "--count", "3"]);
+    let want: Vec<String> = [7, 8, 9]
+        .iter()
+        .map(|id| format!("pump/{id}/status"))
+        .collect();
+    expect_all(&w, &want, "online");
+    w.publish("pump/8/command", "on", 2, false);
+    pump.wait_stdout("pump 8 on");
+    assert!(!pump
+        .stdout()
+        .iter()
+        .any(|l| l == "pump 7 on" || l == "pump 9 on"));
+}
+
+#[test]
+fn sigterm_says_offline_and_exits_0() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["pump/1/status"]);
+    let mut pump = start(&broker, state.path(), &[]);
+    w.expect("pump/1/status", "online");
+    pump.signal("TERM");
+    assert_eq!(pump.wait_exit(DEADLINE), Some(0));
+    w.expect("pump/1/status", "offline");
+    assert!(
+        w.drain(Duration::from_millis(300)).is_empty(),
+        "offline once, no will after it"
+    );
+}
+
+#[test]
+fn a_bad_id_is_a_clear_error() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut pump = start(&broker, state.path(), &["--pump", "a/b"]);
+    assert_eq!(pump.wait_exit(DEADLINE), Some(2));
+    assert!(pump
+        .stderr()
+        .iter()
+        .any(|l| l.contains("--pump") && l.contains("single topic level")));
+}
