@@ -72,6 +72,38 @@ impl Broker {
         b
     }
 
+    /// Starts Mosquitto from a whole configuration of the test's own, such
+    /// as a project file (mosquitto/secure.conf) with its placeholders filled
+    /// in. `@PORT@` becomes a free port: the one waited for, and `.port`.
+    /// Persistence and logging are set as in [`Broker::start_with`].
+    pub fn start_conf(text: &str) -> Broker {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mut text = text.replace("@PORT@", &port.to_string());
+        text.push_str(&format!(
+            "\npersistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            data.display()
+        ));
+        // Started as root, Mosquitto switches to the `mosquitto` user, which
+        // cannot read a test's private files (keys, password file).
+        if std::fs::metadata(dir.path()).unwrap().uid() == 0 {
+            text.push_str("user root\n");
+        }
+        std::fs::write(&conf, text).unwrap();
+        let mut b = Broker {
+            port,
+            dir,
+            conf,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("mosquitto")
             .arg("-c")
@@ -178,6 +210,33 @@ impl Peer {
             .finalize();
         client.connect(opts).unwrap();
         Peer { client, rx }
+    }
+
+    /// A peer that logs in at `uri` with `opts` (TLS, user name,
+    /// password); a refusal is returned, for tests of refused logins.
+    pub fn connect_with(
+        uri: &str,
+        id: &str,
+        opts: mqtt::ConnectOptions,
+    ) -> Result<Peer, mqtt::Error> {
+        let create = mqtt::CreateOptionsBuilder::new_v3()
+            .server_uri(uri)
+            .client_id(id)
+            .persistence(None)
+            .finalize();
+        let mut client = mqtt::Client::new(create)?;
+        client.set_timeout(Duration::from_secs(10));
+        let rx = client.start_consuming();
+        if let Err(e) = client.connect(opts) {
+            // Paho's callback thread may still hold a reference to a client
+            // whose connect just failed; if its drop there is the last one,
+            // MQTTAsync_destroy takes Paho's global lock inside a callback that
+            // already holds it, and every client in the process hangs. A test
+            // can afford to leak the refused client instead.
+            std::mem::forget(client);
+            return Err(e);
+        }
+        Ok(Peer { client, rx })
     }
 
     pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: i32, retained: bool) {
