@@ -300,7 +300,11 @@ fn the_acl_keeps_each_login_to_its_own_topics() {
             &["pump/1/command", "pump/1/state"],
             "tank/1/level",
         ),
-        ("web", &["pump/1/command", "tank/1/level"], "led"),
+        (
+            "web",
+            &["tank/1/level", "alarm/1", "controller/status"],
+            "led",
+        ),
     ];
     let mut seen = Vec::new();
     for (user, denied, allowed) in cases {
