@@ -51,7 +51,7 @@
         pump: null,
         pumpStatus: null,
         alarms: new Map(), // kind -> detail, active ones only
-        updated: null,
+        updated: null, // when a live message last came; retained ones have no known age
         pending: null, // {state, timer} of a command not yet confirmed
         row: null,
       };
@@ -60,8 +60,8 @@
     return t;
   }
 
-  function touch(t) {
-    t.updated = new Date();
+  function touch(t, live) {
+    if (live) t.updated = new Date();
     dirty.add(t);
     if (!frame) frame = requestAnimationFrame(flush);
   }
@@ -135,7 +135,7 @@
     },
   };
 
-  function onMessage(topic, text) {
+  function onMessage(topic, text, retained) {
     if (topic === "controller/status") {
       const word = text.trim();
       controllerEl.dataset.state = word === "online" || word === "offline" ? word : "unknown";
@@ -147,7 +147,7 @@
     const handle = handlers[key];
     if (!handle || parts[1] === undefined || parts[1] === "") return;
     const t = tank(parts[1]);
-    if (handle(t, text, topic)) touch(t);
+    if (handle(t, text, topic)) touch(t, !retained);
   }
 
   // ---- model -> rows -----------------------------------------------------
@@ -242,6 +242,11 @@
       const u = t.updated;
       setText(r.updated, `${pad(u.getHours())}:${pad(u.getMinutes())}:${pad(u.getSeconds())}`);
       r.updated.dateTime = u.toISOString();
+      r.updated.title = "";
+    } else {
+      // Only retained messages so far: the broker does not say how old they are.
+      setText(r.updated, "retained");
+      r.updated.title = "Known from the broker's retained messages; no live update since this page connected";
     }
   }
 
