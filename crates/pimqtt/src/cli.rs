@@ -47,13 +47,12 @@ pub struct CommonArgs {
     #[arg(short = 'u', long, env = "MQTT_USERNAME")]
     pub username: Option<String>,
 
-    /// Password (prefer MQTT_PASSWORD or --pw-file: a command line is visible to `ps`).
-    #[arg(
-        short = 'P',
-        long = "pw",
-        env = "MQTT_PASSWORD",
-        hide_env_values = true
-    )]
+    /// Password. Prefer --pw-file or the MQTT_PASSWORD environment variable,
+    /// used when neither -P nor --pw-file is given: a command line is
+    /// visible to `ps`.
+    // MQTT_PASSWORD is read by `connect`, not by clap, so that an exported
+    // password does not clash with an explicit --pw-file.
+    #[arg(short = 'P', long = "pw")]
     pub password: Option<String>,
 
     /// Read the password from the first line of this file.

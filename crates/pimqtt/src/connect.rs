@@ -173,14 +173,32 @@ fn readable(flag: &str, path: &Path) -> Result<(), ConnectError> {
 }
 
 fn password(common: &CommonArgs) -> Result<Option<String>, ConnectError> {
-    if let Some(file) = &common.pw_file {
+    let env = std::env::var("MQTT_PASSWORD").ok();
+    resolve_password(common.pw_file.as_deref(), common.password.as_deref(), env)
+}
+
+/// The flags beat the environment: --pw-file, then -P (clap refuses both
+/// at once), then MQTT_PASSWORD unless it is empty (`MQTT_PASSWORD=` in an
+/// environment file means no password, as an unset one does).
+fn resolve_password(
+    pw_file: Option<&Path>,
+    flag: Option<&str>,
+    env: Option<String>,
+) -> Result<Option<String>, ConnectError> {
+    if let Some(file) = pw_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            ConnectError::Config(format!("cannot read --pw-file {}: {e}", file.display()))
+            ConnectError::Config(format!(
+                "cannot read --pw-file {}: {e}; check the path and its permissions",
+                file.display()
+            ))
         })?;
         let line = text.lines().next().unwrap_or_default().to_string();
         return Ok(Some(line));
     }
-    Ok(common.password.clone())
+    if let Some(pw) = flag {
+        return Ok(Some(pw.to_string()));
+    }
+    Ok(env.filter(|pw| !pw.is_empty()))
 }
 
 impl fmt::Debug for Session {
@@ -532,4 +550,35 @@ fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i3
             events.send(Event::Message { session: tag, msg });
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_environment_for_the_password() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\nsecond line\n").expect("write");
+        let env = || Some("from-env".to_string());
+        let pw =
+            |f: Option<&Path>, p: Option<&str>, e| resolve_password(f, p, e).expect("readable");
+        assert_eq!(pw(Some(&file), None, env()).as_deref(), Some("from-file"));
+        assert_eq!(
+            pw(None, Some("from-flag"), env()).as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(pw(None, None, env()).as_deref(), Some("from-env"));
+        assert_eq!(
+            pw(None, None, Some(String::new())),
+            None,
+            "MQTT_PASSWORD= means none"
+        );
+        assert_eq!(pw(None, None, None), None);
+        let missing = resolve_password(Some(&dir.path().join("nope")), None, None);
+        assert!(
+            matches!(missing, Err(ConnectError::Config(m)) if m.contains("cannot read --pw-file"))
+        );
+    }
 }
