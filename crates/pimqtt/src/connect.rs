@@ -12,7 +12,7 @@
 use std::fmt;
 use std::fs::File;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -301,7 +301,7 @@ impl Session {
         let create = mqtt::CreateOptionsBuilder::new_v3()
             .server_uri(&uri)
             .client_id(&client_id)
-            .persistence(PathBuf::from(&state_dir))
+            .user_persistence(crate::persist::StatePersistence::new(&state_dir))
             .send_while_disconnected(true)
             .max_buffered_messages(MAX_BUFFERED)
             .finalize();

@@ -10,6 +10,7 @@
 //!   staggered periodic timers.
 //! - [`shutdown`]: SIGINT/SIGTERM handling (first asks to stop, second exits).
 //! - [`logging`]: env_logger on stderr, `-d` for the Paho protocol trace.
+//! - [`persist`]: Paho client persistence (outgoing on disk, inbound in memory).
 //! - [`payload`]: the JSON payloads of the topic table, fallible both ways.
 //! - [`topics`]: topic names and ids.
 //! - [`testing`] (feature `testing`): a private Mosquitto per test and helpers
@@ -20,6 +21,7 @@ pub mod connect;
 pub mod fleet;
 pub mod logging;
 pub mod payload;
+pub mod persist;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;

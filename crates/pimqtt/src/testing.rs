@@ -57,7 +57,7 @@ impl Broker {
         writeln!(
             f,
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 0\nlog_dest stderr\n\
+             persistence_location {}/\nmax_queued_messages 0\nset_tcp_nodelay true\nuser root\nlog_dest stderr\n\
              log_type error\nlog_type warning\n{extra}",
             data.display()
         )
