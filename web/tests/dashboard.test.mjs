@@ -13,6 +13,7 @@ let broker;
 let browser;
 let page;
 const procs = [];
+const clients = []; // MQTT.js clients of the test itself
 
 before(async () => {
   broker = await Broker.start();
@@ -20,6 +21,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const c of clients) await c.endAsync(true);
   await browser?.close();
   for (const p of procs) await p.stop();
   await broker?.stop();
@@ -199,6 +201,7 @@ test("a few hundred tanks: all shown, in order, buttons still work", async () =>
   const N = 300;
   const before = Number(await text("#count-tanks"));
   const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.port}`, { clientId: "test-fleet", clean: true });
+  clients.push(client);
   const t0 = Date.now();
   const sends = [];
   for (let i = 100; i < 100 + N; i++) {
@@ -221,9 +224,19 @@ test("a few hundred tanks: all shown, in order, buttons still work", async () =>
   const fresh = await browser.newPage(`${broker.url}dashboard.html`);
   await waitUntil("all rows in a fresh page", async () => (await fresh.locator("#count-tanks").textContent()) === String(before + N), DEADLINE);
   const sub = await subscriber("pump/250/command");
-  await fresh.locator('.rows .row[data-id="250"] .pump-button').click();
-  await sub.waitLine('0 2 {"state":"on"}');
+  const button = fresh.locator('.rows .row[data-id="250"] .pump-button');
+  await button.click();
+  try {
+    await sub.waitLine('0 2 {"state":"on"}');
+  } catch (e) {
+    const state = await fresh.evaluate(() => ({
+      connected: document.getElementById("connected").textContent,
+      warning: document.getElementById("warning").textContent,
+      button: document.querySelector('.rows .row[data-id="250"] .pump-button').textContent,
+      pending: [...document.querySelectorAll(".pump-button")].filter((b) => b.textContent.startsWith("Turning")).map((b) => b.closest(".row").dataset.id),
+    }));
+    throw new Error(`${e.message}; page: ${JSON.stringify(state)}`);
+  }
   await fresh.close();
-  await client.endAsync();
   assert.deepEqual(browser.errors, []);
 });

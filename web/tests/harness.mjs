@@ -25,6 +25,13 @@ process.on("exit", () => {
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
 
+// A test file that hangs (a handle left open, a wait that never ends) must
+// not hang CI: a file normally takes well under a minute.
+setTimeout(() => {
+  console.error("harness: this test file ran for 5 minutes; giving up");
+  process.exit(1);
+}, 300_000).unref();
+
 export function tempDir(tag) {
   const d = mkdtempSync(path.join(tmpdir(), `pi-mqtt-web-${tag}-`));
   tempDirs.add(d);
