@@ -35,7 +35,12 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut args = std::env::args().skip(1);
-    let mut o = Opts { led: PathBuf::new(), messages: 10_000, pings: 1000, runs: 3 };
+    let mut o = Opts {
+        led: PathBuf::new(),
+        messages: 10_000,
+        pings: 1000,
+        runs: 3,
+    };
     while let Some(a) = args.next() {
         let mut num = || args.next().and_then(|v| v.parse().ok()).expect("a number");
         match a.as_str() {
@@ -45,7 +50,10 @@ fn opts() -> Opts {
             _ => o.led = PathBuf::from(a),
         }
     }
-    assert!(o.led.exists(), "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R]");
+    assert!(
+        o.led.exists(),
+        "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R]"
+    );
     o
 }
 
@@ -61,7 +69,11 @@ struct Sub {
 impl Sub {
     fn spawn(cmd: &mut Command) -> Sub {
         let started = Instant::now();
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -84,11 +96,19 @@ impl Sub {
                 std::thread::sleep(Duration::from_millis(2));
             }
         });
-        Sub { child, started, lines, peak_kib, sampling }
+        Sub {
+            child,
+            started,
+            lines,
+            peak_kib,
+            sampling,
+        }
     }
 
     fn next_line(&self) -> (Instant, String) {
-        self.lines.recv_timeout(DEADLINE * 4).expect("subscriber output")
+        self.lines
+            .recv_timeout(DEADLINE * 4)
+            .expect("subscriber output")
     }
 
     fn rss_kib(&self) -> u64 {
@@ -121,14 +141,35 @@ impl Bench {
 
     fn ours(&self, id: &str) -> Command {
         let mut c = Command::new(&self.led);
-        c.args(["--led", "sim", "-h", "127.0.0.1", "-p", &self.port(), "-i", id, "--state-dir"])
-            .arg(self.state.path());
+        c.args([
+            "--led",
+            "sim",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port(),
+            "-i",
+            id,
+            "--state-dir",
+        ])
+        .arg(self.state.path());
         c
     }
 
     fn reference(&self, id: &str, extra: &[&str]) -> Command {
         let mut c = Command::new("mosquitto_sub");
-        c.args(["-h", "127.0.0.1", "-p", &self.port(), "-q", "2", "-t", "led", "-i", id]);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port(),
+            "-q",
+            "2",
+            "-t",
+            "led",
+            "-i",
+            id,
+        ]);
         c.args(extra);
         c
     }
@@ -144,9 +185,13 @@ impl Bench {
                 .finalize(),
         )
         .unwrap();
-        cli.connect(mqtt::ConnectOptionsBuilder::new_v3().max_inflight(20).finalize())
-            .wait()
-            .unwrap();
+        cli.connect(
+            mqtt::ConnectOptionsBuilder::new_v3()
+                .max_inflight(20)
+                .finalize(),
+        )
+        .wait()
+        .unwrap();
         let mut toks = Vec::new();
         for i in 0..n {
             let payload = format!(r#"{{"level": {}}}"#, i % 101);
@@ -169,7 +214,12 @@ impl Bench {
         assert!(st.success());
         let w = Peer::connect(&self.broker, "bench-watch");
         w.subscribe("led/status");
-        let mut p = self.ours("bench-led").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut p = self
+            .ours("bench-led")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         w.expect("led/status", "online");
         signal(p.id(), "INT");
         p.wait().unwrap();
@@ -196,7 +246,11 @@ impl Bench {
         let mut v = Vec::with_capacity(m);
         for i in 0..m {
             let t0 = Instant::now();
-            let tok = pubr.publish(mqtt::Message::new("led", format!(r#"{{"level": {}}}"#, i % 101), 2));
+            let tok = pubr.publish(mqtt::Message::new(
+                "led",
+                format!(r#"{{"level": {}}}"#, i % 101),
+                2,
+            ));
             let (t1, _) = sub.next_line();
             tok.wait().unwrap();
             v.push((t1 - t0).as_secs_f64() * 1000.0);
@@ -225,7 +279,11 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     let o = opts();
-    let b = Bench { broker: Broker::start(), led: o.led.clone(), state: tempfile::tempdir().unwrap() };
+    let b = Bench {
+        broker: Broker::start(),
+        led: o.led.clone(),
+        state: tempfile::tempdir().unwrap(),
+    };
     let mut fails = 0;
     let mut report = |name: &str, ours: f64, reference: f64, unit: &str, ok: bool, target: &str| {
         println!(
@@ -247,7 +305,11 @@ fn main() {
     let (mut ours_t, mut ref_t, mut ours_peak, mut ref_peak) = (vec![], vec![], 0u64, 0u64);
     for _ in 0..o.runs {
         b.publish_levels(o.messages);
-        let (t, p) = b.drain(b.reference("bench-ref", &["-c", "-C", &o.messages.to_string()]), o.messages, "{");
+        let (t, p) = b.drain(
+            b.reference("bench-ref", &["-c", "-C", &o.messages.to_string()]),
+            o.messages,
+            "{",
+        );
         ref_t.push(t);
         ref_peak = ref_peak.max(p);
         let (t, p) = b.drain(b.ours("bench-led"), o.messages, "brightness");
@@ -255,9 +317,23 @@ fn main() {
         ours_peak = ours_peak.max(p);
     }
     let (ot, rt) = (median(&mut ours_t), median(&mut ref_t));
-    report(&format!("(a) drain {} queued QoS 2", o.messages), ot, rt, "s", ot <= rt * 1.2, "<= 1.2x");
+    report(
+        &format!("(a) drain {} queued QoS 2", o.messages),
+        ot,
+        rt,
+        "s",
+        ot <= rt * 1.2,
+        "<= 1.2x",
+    );
     let (op, rp) = (ours_peak as f64 / 1024.0, ref_peak as f64 / 1024.0);
-    report("(c) peak RSS while draining", op, rp, "MiB", op < 10.0, "< 10 MiB");
+    report(
+        "(c) peak RSS while draining",
+        op,
+        rp,
+        "MiB",
+        op < 10.0,
+        "< 10 MiB",
+    );
 
     // (b) latency and (c idle), subscribers one at a time.
     let pubr = mqtt::AsyncClient::new(
@@ -292,13 +368,29 @@ fn main() {
     }
     let (o50, r50) = (pct(&mut ol, 0.5), pct(&mut rl, 0.5));
     let (o99, r99) = (pct(&mut ol, 0.99), pct(&mut rl, 0.99));
-    report("(b) ping-pong QoS 2 p50", o50, r50, "ms", o50 <= r50 * 1.15, "<= 1.15x");
-    report("(b) ping-pong QoS 2 p99", o99, r99, "ms", o99 <= r99 * 1.5, "<= 1.5x");
+    report(
+        "(b) ping-pong QoS 2 p50",
+        o50,
+        r50,
+        "ms",
+        o50 <= r50 * 1.15,
+        "<= 1.15x",
+    );
+    report(
+        "(b) ping-pong QoS 2 p99",
+        o99,
+        r99,
+        "ms",
+        o99 <= r99 * 1.5,
+        "<= 1.5x",
+    );
     let (oi, ri) = (o_idle as f64 / 1024.0, r_idle as f64 / 1024.0);
     report("(c) idle RSS", oi, ri, "MiB", oi < 5.0, "< 5 MiB");
 
     // (d) first (retained) message from process start.
-    pubr.publish(mqtt::Message::new_retained("led", r#"{"level": 7}"#, 2)).wait().unwrap();
+    pubr.publish(mqtt::Message::new_retained("led", r#"{"level": 7}"#, 2))
+        .wait()
+        .unwrap();
     let (mut of, mut rf) = (vec![], vec![]);
     for i in 0..o.runs.max(5) {
         let sub = Sub::spawn(&mut b.reference(&format!("bench-first-ref-{i}"), &["-C", "1"]));
@@ -311,8 +403,17 @@ fn main() {
         sub.stop();
     }
     let (ofm, rfm) = (median(&mut of), median(&mut rf));
-    report("(d) first message from start", ofm, rfm, "ms", ofm < 30.0, "< 30 ms");
-    pubr.publish(mqtt::Message::new_retained("led", "", 2)).wait().unwrap();
+    report(
+        "(d) first message from start",
+        ofm,
+        rfm,
+        "ms",
+        ofm < 30.0,
+        "< 30 ms",
+    );
+    pubr.publish(mqtt::Message::new_retained("led", "", 2))
+        .wait()
+        .unwrap();
     pubr.disconnect(None).wait().unwrap();
     drop(w);
 
@@ -341,7 +442,14 @@ fn main() {
         orr.iter().cloned().fold(0.0, f64::max),
         rrr.iter().cloned().fold(0.0, f64::max),
     );
-    report("(e) next message after restart", om, rm, "s", om < 1.5, "< 1.5 s (worst)");
+    report(
+        "(e) next message after restart",
+        om,
+        rm,
+        "s",
+        om < 1.5,
+        "< 1.5 s (worst)",
+    );
     ours.stop();
     reference.stop();
     println!("{} target(s) missed", fails);

@@ -30,7 +30,11 @@ pub struct StatePersistence {
 
 impl StatePersistence {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StatePersistence { root: root.into(), dir: None, inbound: HashMap::new() }
+        StatePersistence {
+            root: root.into(),
+            dir: None,
+            inbound: HashMap::new(),
+        }
     }
 
     fn dir(&self) -> mqtt::Result<&Path> {
@@ -50,7 +54,13 @@ fn is_inbound(key: &str) -> bool {
 fn dir_name(client_id: &str, server_uri: &str) -> String {
     format!("{client_id}-{server_uri}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -102,7 +112,11 @@ impl mqtt::ClientPersistence for StatePersistence {
 
     fn get(&mut self, key: &str) -> mqtt::Result<Vec<u8>> {
         if is_inbound(key) {
-            return self.inbound.get(key).cloned().ok_or(mqtt::Error::PersistenceError);
+            return self
+                .inbound
+                .get(key)
+                .cloned()
+                .ok_or(mqtt::Error::PersistenceError);
         }
         fs::read(self.file(key)?).map_err(|_| mqtt::Error::PersistenceError)
     }
@@ -171,7 +185,9 @@ mod tests {
         assert!(dir.join("r-2").exists(), "written out on close");
 
         let mut again = StatePersistence::new(root.path());
-        again.open("LEDClient", "tcp://localhost:1883").expect("open");
+        again
+            .open("LEDClient", "tcp://localhost:1883")
+            .expect("open");
         assert!(again.contains_key("r-2") && again.contains_key("s-1"));
         again.remove("s-1").expect("remove");
         again.remove("r-2").expect("remove");
