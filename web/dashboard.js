@@ -8,7 +8,7 @@
 // order), so a burst of retained messages on connect costs one redraw.
 (function () {
   "use strict";
-  const { connect, jsonObject, preview, setText } = window.PiMqtt;
+  const { connect, jsonObject, preview, setText, warnings } = window.PiMqtt;
 
   // A command the pump has not confirmed by then is given up on, with a
   // warning (the controller re-sends after 5 s too).
@@ -17,7 +17,6 @@
   const rowsEl = document.getElementById("rows");
   const emptyEl = document.getElementById("empty");
   const template = document.getElementById("row-template");
-  const warningEl = document.getElementById("warning");
   const filterEl = document.getElementById("filter");
   const alarmsOnlyEl = document.getElementById("alarms-only");
   const controllerEl = document.getElementById("controller-status");
@@ -32,14 +31,8 @@
   const byId = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
   const dirty = new Set();
   let frame = 0;
-  let warnings = 0;
 
-  function warn(line) {
-    console.warn(line);
-    warnings += 1;
-    warningEl.hidden = false;
-    setText(warningEl, warnings === 1 ? line : `${warnings} messages ignored; last: ${line}`);
-  }
+  const { warn } = warnings(document.getElementById("warning"));
 
   function tank(id) {
     let t = tanks.get(id);

@@ -3,7 +3,7 @@
 // mosquitto_pub agree on one level.
 (function () {
   "use strict";
-  const { connect, jsonObject, preview, setText } = window.PiMqtt;
+  const { connect, jsonObject, preview, setText, warnings } = window.PiMqtt;
 
   // A drag fires dozens of input events a second; about ten messages a
   // second keep the LED smooth without flooding a Pi's broker. The last
@@ -18,18 +18,13 @@
   const bulb = document.getElementById("bulb");
   const ledStatus = document.getElementById("led-status");
   const lastLed = document.getElementById("last-led");
-  const warningEl = document.getElementById("warning");
 
   let lastSentAt = -Infinity;
   let pending = null; // timer of the trailing publish
   let dragging = false;
   let sent = []; // our publications whose echo has not come back: {text, at}
 
-  function warn(line) {
-    console.warn(line);
-    warningEl.hidden = false;
-    setText(warningEl, line);
-  }
+  const { warn, clear: clearWarning } = warnings(document.getElementById("warning"));
 
   function showLevel(n) {
     setText(out, `${n} %`);
@@ -93,7 +88,7 @@
       return;
     }
     if (r.off) warn(`led: level is not a number (${preview(text)}); the LED turns off`);
-    else if (!warningEl.hidden) warningEl.hidden = true;
+    else clearWarning();
     if (!followsRemote(text)) return;
     slider.value = String(r.level);
     showLevel(r.level);

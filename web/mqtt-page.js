@@ -65,6 +65,23 @@
     if (el.textContent !== text) el.textContent = text;
   }
 
+  // The page's equivalent of the programs' one warning line per bad message:
+  // the console gets each, the page shows the last one and how many there were.
+  function warnings(el) {
+    let count = 0;
+    return {
+      warn(line) {
+        console.warn(line);
+        count += 1;
+        el.hidden = false;
+        setText(el, count === 1 ? line : `${count} warnings; last: ${line}`);
+      },
+      clear() {
+        el.hidden = true;
+      },
+    };
+  }
+
   // Connects to the broker, (re)subscribes on every connect and keeps the
   // page's header up to date. Elements used when present:
   //   #client-id  the client id      #connected  "Yes" / "No"
@@ -150,5 +167,5 @@
     };
   }
 
-  window.PiMqtt = { connect, decode, jsonObject, preview, setText, brokerUrl };
+  window.PiMqtt = { connect, decode, jsonObject, preview, setText, brokerUrl, warnings };
 })();

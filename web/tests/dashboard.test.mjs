@@ -191,7 +191,7 @@ test("bad payloads change nothing and are reported naming the topic", async () =
   assert.equal(await page.locator("#warning *").count(), 0);
   pub(broker, "tank/1/level", '{"level": 250}');
   pub(broker, "pump/1/state", '{"state": "maybe"}');
-  await waitUntil("both warnings", async () => /^\d+ messages ignored; last: pump\/1\/state: not \{"state": "on"\|"off"\} \(\{"state": "maybe"\}\)$/.test(await text("#warning")));
+  await waitUntil("both warnings", async () => /^\d+ warnings; last: pump\/1\/state: not \{"state": "on"\|"off"\} \(\{"state": "maybe"\}\)$/.test(await text("#warning")));
   assert.equal(await cell("1", ".level-text"), "61.0 %");
   assert.equal(await cell("1", ".pump-state"), "off");
   assert.deepEqual(browser.errors, []);
