@@ -24,6 +24,8 @@ process.on("exit", () => {
   for (const c of children) c.kill("SIGKILL");
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
+// Ctrl+C or a runner's SIGTERM: still stop the broker and remove temp dirs.
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
 
 // A test file that hangs (a handle left open, a wait that never ends) must
 // not hang CI: a file normally takes well under a minute.
