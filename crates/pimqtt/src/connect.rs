@@ -29,6 +29,11 @@ use crate::shutdown::Stop;
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// QoS 1/2 publications in flight at once on one connection. Mosquitto
+/// (`max_inflight_messages`, default 20) drops an MQTT 3.1.1 client that
+/// has more unacknowledged QoS 2 messages than that, so a burst (the
+/// controller commanding a fleet) must wait in Paho's queue instead.
+const MAX_INFLIGHT: i32 = 20;
 /// Outgoing messages Paho may hold while the broker is away.
 const MAX_BUFFERED: i32 = 100_000;
 
@@ -238,7 +243,8 @@ impl Session {
         conn.keep_alive_interval(Duration::from_secs(common.keepalive))
             .clean_session(common.clean)
             .connect_timeout(OP_TIMEOUT)
-            .automatic_reconnect(RETRY_FIRST, RETRY_MAX);
+            .automatic_reconnect(RETRY_FIRST, RETRY_MAX)
+            .max_inflight(MAX_INFLIGHT);
 
         if let Some(user) = &common.username {
             conn.user_name(user);
