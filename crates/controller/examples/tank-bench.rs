@@ -1,0 +1,346 @@
+//! The controller under a fleet's load (run by `scripts/bench.d/tank`).
+//!
+//! The script starts the broker and a `controller` (whose pid it passes);
+//! this program waits for the controller to be online, then plays a fleet
+//! of N tanks and their pumps:
+//! - the tanks publish `tank/<id>/level` once a second each (QoS 2,
+//!   retained), spread evenly over the second, on a few connections; each
+//!   tank cycles through ten levels, 40 → 50 … 100 → 85 → 70 → 55 %, so two
+//!   levels in ten call for a command (`on` at 40, `off` at 100): 200
+//!   commands a second for 1000 tanks, several times what a real fleet
+//!   sends (a real fill-and-drain cycle takes tens of seconds);
+//! - the pumps answer every command with `pump/<id>/state` (QoS 2,
+//!   retained), as pump-sim does.
+//!
+//! The decision latency is measured outside the controller, with one clock:
+//! from just before a level that calls for a command is handed to Paho, to
+//! the moment the command arrives at the pump's client. Payloads are those
+//! of SPEC, unchanged. The controller's CPU comes from /proc/<pid>/stat
+//! (utime + stime over the measuring window) and its memory from VmRSS in
+//! /proc/<pid>/status (the highest value sampled).
+
+#![allow(clippy::unwrap_used)] // a benchmark: a failed setup should stop it loudly
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use paho_mqtt as mqtt;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Port of the broker on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// The pid of the running controller.
+    #[arg(long)]
+    controller_pid: u32,
+    /// Tanks (and pumps) in the fleet.
+    #[arg(long, default_value_t = 1000)]
+    tanks: usize,
+    /// Seconds of load before measuring (connections, first commands).
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Connections the tanks share.
+    #[arg(long, default_value_t = 10)]
+    connections: usize,
+    /// Also report this process's CPU (the broker's pid).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+}
+
+const NONE: u8 = 0;
+const WANT_ON: u8 = 1;
+const WANT_OFF: u8 = 2;
+const CYCLE: [f64; 10] = [40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 85.0, 70.0, 55.0];
+
+/// What the pumps' side needs to know about each tank.
+struct Shared {
+    start: Instant,
+    /// Nanoseconds since `start` of the last level that called for a command.
+    sent_at: Vec<AtomicU64>,
+    want: Vec<AtomicU8>,
+    /// (seconds since start, latency in ms) of every expected command.
+    latencies: Mutex<Vec<(f64, f64)>>,
+    /// Seconds since start of every level that called for a command.
+    expected: Mutex<Vec<f64>>,
+    /// What each pump last reported (WANT_ON / WANT_OFF).
+    pump: Vec<AtomicU8>,
+    unexpected: AtomicU64,
+}
+
+fn client(port: u16, id: &str) -> mqtt::AsyncClient {
+    let create = mqtt::CreateOptionsBuilder::new_v3()
+        .server_uri(format!("tcp://127.0.0.1:{port}"))
+        .client_id(id)
+        .persistence(None)
+        .max_buffered_messages(100_000)
+        .finalize();
+    let c = mqtt::AsyncClient::new(create).unwrap();
+    let opts = mqtt::ConnectOptionsBuilder::new_v3()
+        .clean_session(true)
+        .max_inflight(20)
+        .finalize();
+    c.connect(opts).wait().unwrap();
+    c
+}
+
+fn publish(c: &mqtt::AsyncClient, topic: String, payload: &str, retained: bool) {
+    let msg = mqtt::MessageBuilder::new()
+        .topic(topic)
+        .payload(payload)
+        .qos(2)
+        .retained(retained)
+        .finalize();
+    while let Err(e) = c.try_publish(msg.clone()) {
+        eprintln!("publish failed ({e}); retrying");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let args = Args::parse();
+    let n = args.tanks;
+    let watch = client(args.port, &format!("bench-watch-{n}"));
+    let rx = watch.start_consuming();
+    watch.subscribe("controller/status", 1).wait().unwrap();
+
+    let pid = args.controller_pid;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the controller did not come online");
+        if let Ok(Some(m)) = rx.recv_timeout(left) {
+            if m.topic() == "controller/status" && m.payload_str() == "online" {
+                break;
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        sent_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        want: (0..n).map(|_| AtomicU8::new(NONE)).collect(),
+        latencies: Mutex::new(Vec::new()),
+        expected: Mutex::new(Vec::new()),
+        pump: (0..n).map(|_| AtomicU8::new(WANT_OFF)).collect(),
+        unexpected: AtomicU64::new(0),
+    });
+
+    // The pumps: one connection answering every command.
+    let pumps = client(args.port, &format!("bench-pumps-{n}"));
+    for i in 0..n {
+        publish(&pumps, format!("pump/{i}/status"), "online", true);
+        publish(
+            &pumps,
+            format!("pump/{i}/state"),
+            r#"{"state":"off"}"#,
+            true,
+        );
+    }
+    {
+        let sh = Arc::clone(&shared);
+        let answer = pumps.clone();
+        pumps.set_message_callback(move |_, msg| {
+            let Some(msg) = msg else { return };
+            let now = sh.start.elapsed();
+            let Some(i) = msg
+                .topic()
+                .split('/')
+                .nth(1)
+                .and_then(|s| s.parse::<usize>().ok())
+            else {
+                return;
+            };
+            if i >= sh.want.len() {
+                return;
+            }
+            let payload = msg.payload_str();
+            let got = if payload.contains("\"on\"") {
+                WANT_ON
+            } else {
+                WANT_OFF
+            };
+            let want = sh.want[i].swap(NONE, Ordering::SeqCst);
+            if want == got {
+                let sent = Duration::from_nanos(sh.sent_at[i].load(Ordering::SeqCst));
+                let ms = now.saturating_sub(sent).as_secs_f64() * 1000.0;
+                sh.latencies.lock().unwrap().push((now.as_secs_f64(), ms));
+            } else {
+                sh.unexpected.fetch_add(1, Ordering::Relaxed);
+            }
+            sh.pump[i].store(got, Ordering::SeqCst);
+            publish(&answer, format!("pump/{i}/state"), &payload, true);
+        });
+    }
+    pumps.subscribe("pump/+/command", 2).wait().unwrap();
+
+    // The tanks: levels once a second each, spread over the second.
+    let conns: Vec<mqtt::AsyncClient> = (0..args.connections.max(1))
+        .map(|c| client(args.port, &format!("bench-tanks-{n}-{c}")))
+        .collect();
+    let total = Duration::from_secs(args.warmup + args.seconds);
+    let sh = Arc::clone(&shared);
+    let publisher = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut k = 0u64;
+        'run: loop {
+            for i in 0..n {
+                let due = t0
+                    + Duration::from_secs(k)
+                    + Duration::from_secs(1).mul_f64(i as f64 / n as f64);
+                if due > t0 + total {
+                    break 'run;
+                }
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let step = (k as usize + i) % CYCLE.len();
+                let level = CYCLE[step];
+                // What SPEC's controller must do, given what the pump reported.
+                let pump = sh.pump[i].load(Ordering::SeqCst);
+                let want = match level {
+                    l if l < 50.0 && pump != WANT_ON => WANT_ON,
+                    l if l >= 100.0 && pump != WANT_OFF => WANT_OFF,
+                    _ => NONE,
+                };
+                if want != NONE {
+                    let now = sh.start.elapsed();
+                    sh.sent_at[i].store(now.as_nanos() as u64, Ordering::SeqCst);
+                    sh.want[i].store(want, Ordering::SeqCst);
+                    sh.expected.lock().unwrap().push(now.as_secs_f64());
+                }
+                let c = &conns[i % conns.len()];
+                publish(
+                    c,
+                    format!("tank/{i}/level"),
+                    &format!("{{\"level\":{level:.1}}}"),
+                    true,
+                );
+            }
+            k += 1;
+        }
+        conns
+    });
+
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    let tck = clk_tck();
+    let (w0, c0) = (Instant::now(), ticks(pid));
+    let b0 = args.broker_pid.map(ticks);
+    let measure_from = shared.start.elapsed().as_secs_f64();
+    let mut rss_max = 0;
+    while w0.elapsed() < Duration::from_secs(args.seconds) {
+        rss_max = rss_max.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let wall = w0.elapsed().as_secs_f64();
+    let cpu = (ticks(pid) - c0) as f64 / tck / wall * 100.0;
+    let broker_cpu = args
+        .broker_pid
+        .zip(b0)
+        .map(|(p, b)| (ticks(p) - b) as f64 / tck / wall * 100.0);
+    let measure_to = shared.start.elapsed().as_secs_f64();
+    let conns = publisher.join().unwrap();
+    // Let the last commands arrive before reading the latencies.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let lat = shared.latencies.lock().unwrap().clone();
+    let window: Vec<(f64, f64)> = lat
+        .iter()
+        .copied()
+        .filter(|(t, _)| *t >= measure_from && *t <= measure_to)
+        .collect();
+    let mid = (measure_from + measure_to) / 2.0;
+    let sorted = |v: Vec<f64>| {
+        let mut v = v;
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let all = sorted(window.iter().map(|x| x.1).collect());
+    let first = sorted(window.iter().filter(|x| x.0 < mid).map(|x| x.1).collect());
+    let second = sorted(window.iter().filter(|x| x.0 >= mid).map(|x| x.1).collect());
+    let per_second = n as f64 * 2.0 / CYCLE.len() as f64;
+    let expected = shared
+        .expected
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t >= measure_from && **t <= measure_to)
+        .count() as f64;
+    let unanswered = shared
+        .want
+        .iter()
+        .filter(|w| w.load(Ordering::SeqCst) != NONE)
+        .count();
+    println!(
+        "tanks {n}: levels {n}/s in, about {:.0} commands/s out; {} received in {wall:.0} s ({} outstanding at the end, {} unexpected)",
+        per_second,
+        all.len(),
+        unanswered,
+        shared.unexpected.load(Ordering::Relaxed)
+    );
+    println!(
+        "  decision latency (level published -> command received): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  backlog check: p99 {:.2} ms in the first half, {:.2} ms in the second; {:.0}% of expected commands",
+        percentile(&first, 0.99),
+        percentile(&second, 0.99),
+        all.len() as f64 / expected * 100.0
+    );
+    print!(
+        "  controller: CPU {cpu:.1} % of one core, RSS {:.1} MiB (peak sampled)",
+        rss_max as f64 / 1024.0
+    );
+    match broker_cpu {
+        Some(b) => println!("; broker CPU {b:.1} %"),
+        None => println!(),
+    }
+    for c in conns.iter().chain([&pumps, &watch]) {
+        let _ = c.disconnect(None).wait_for(Duration::from_secs(2));
+    }
+}
