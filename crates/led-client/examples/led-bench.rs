@@ -358,7 +358,7 @@ fn main() {
         rl.extend(b.pings(&sub, &pubr, o.pings));
         sub.stop();
 
-        let sub = Sub::spawn(&mut b.ours("bench-led-ping"));
+        let sub = Sub::spawn(b.ours("bench-led-ping").arg("--clean"));
         w.expect("led/status", "online");
         std::thread::sleep(Duration::from_millis(1000));
         o_idle = o_idle.max(sub.rss_kib());

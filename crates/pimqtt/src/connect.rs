@@ -243,7 +243,6 @@ impl Session {
         conn.keep_alive_interval(Duration::from_secs(common.keepalive))
             .clean_session(common.clean)
             .connect_timeout(OP_TIMEOUT)
-            .automatic_reconnect(RETRY_FIRST, RETRY_MAX)
             .max_inflight(MAX_INFLIGHT);
 
         if let Some(user) = &common.username {
@@ -348,11 +347,13 @@ impl Session {
     /// (a broker still starting at boot is normal), and failing at once when
     /// the broker refuses us, since retrying cannot fix a wrong password.
     pub fn connect(&self, stop: &Stop) -> Result<(), ConnectError> {
-        let mut delay = RETRY_FIRST;
+        let mut attempt = 0;
         loop {
             if stop.is_requested() {
                 return Err(ConnectError::Stopped);
             }
+            let delay = retry_delay(attempt);
+            attempt += 1;
             let err = match self
                 .client
                 .connect(self.opts.clone())
@@ -413,7 +414,6 @@ impl Session {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -518,7 +518,65 @@ fn tls_error(flag: &str, path: &Path, e: mqtt::Error) -> ConnectError {
     ConnectError::Config(format!("unusable {flag} {}: {e}", path.display()))
 }
 
+/// The wait before reconnect attempt `n` (from 0): 1 s for the first ten, so
+/// a device is back within about a second of a broker restart or a network
+/// blip, then doubling up to 30 s so a long outage costs little. (Paho's own
+/// automatic reconnect doubles from the first failure: 1, 2, 4 s… which left
+/// clients away for seconds after a broker that restarted in a fraction of one.)
+pub fn retry_delay(attempt: u32) -> Duration {
+    if attempt < 10 {
+        RETRY_FIRST
+    } else {
+        (RETRY_FIRST * (1u32 << (attempt - 9).min(5))).min(RETRY_MAX)
+    }
+}
+
+/// Sleeps `delay` in small steps; false if the program is stopping.
+fn pause(delay: Duration, events: &Events) -> bool {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if events.is_stopping() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !events.is_stopping()
+}
+
+/// Brings the connection back after it was lost, on its own thread (Paho's
+/// callbacks must not block), with [`retry_delay`]'s schedule. The broker
+/// keeps the durable session; the connected callback re-subscribes.
+fn spawn_reconnector(client: mqtt::AsyncClient, events: Events) -> SyncSender<()> {
+    let (lost_tx, lost_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("reconnect".into())
+        .spawn(move || {
+            while lost_rx.recv().is_ok() {
+                let mut attempt = 0;
+                while !client.is_connected() && pause(retry_delay(attempt), &events) {
+                    match client
+                        .reconnect()
+                        .wait_for(OP_TIMEOUT + Duration::from_secs(2))
+                    {
+                        Ok(_) => break,
+                        Err(e) => warn!(
+                            "reconnecting to {} failed ({e}); retrying in {}s",
+                            client.server_uri(),
+                            retry_delay(attempt + 1).as_secs()
+                        ),
+                    }
+                    attempt += 1;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the reconnect thread ({e}): a lost connection will not come back");
+    }
+    lost_tx
+}
+
 fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i32, events: Events) {
+    let lost = spawn_reconnector(client.clone(), events.clone());
     let tag = config.tag;
     let subs = config.subscriptions.clone();
     let status = config.status_topic.clone();
@@ -549,6 +607,7 @@ fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i3
                 cli.server_uri()
             );
         }
+        let _ = lost.try_send(());
         ev.send(Event::ConnectionLost { session: tag });
     });
     client.set_message_callback(move |_, msg| {
@@ -556,6 +615,21 @@ fn install_callbacks(client: &mqtt::AsyncClient, config: &SessionConfig, qos: i3
             events.send(Event::Message { session: tag, msg });
         }
     });
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retries_every_second_then_back_off_to_30s() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(9), Duration::from_secs(1));
+        assert_eq!(retry_delay(10), Duration::from_secs(2));
+        assert_eq!(retry_delay(13), Duration::from_secs(16));
+        assert_eq!(retry_delay(14), Duration::from_secs(30));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
+    }
 }
 
 #[cfg(test)]
