@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
-use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt::testing::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 
@@ -78,13 +78,15 @@ fn payload_rules_of_the_spec() {
         let got = led.proc.wait_line(Stream::Stdout, DEADLINE, |_| true);
         assert_eq!(&got, line, "for payload {payload}");
     }
-    let warnings = led
-        .proc
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("unknown LED level"))
-        .count();
-    assert_eq!(warnings, 6, "one warning per non-numeric level");
+    // stderr is read on its own thread: wait for it to catch up.
+    let warnings = || {
+        let err = led.proc.stderr();
+        err.iter()
+            .filter(|l| l.contains("unknown LED level"))
+            .count()
+    };
+    wait_until("six warnings", DEADLINE, || warnings() >= 6);
+    assert_eq!(warnings(), 6, "one warning per non-numeric level");
 }
 
 #[test]
