@@ -315,6 +315,7 @@ impl Session {
             ConnectError::Config(format!("cannot create an MQTT client for {uri}: {e}"))
         })?;
 
+        protocol_trace_only();
         install_callbacks(&client, &config, common.qos, events.clone());
 
         Ok(Session {
@@ -512,6 +513,20 @@ fn init_paho() {
             paho_mqtt_sys::MQTTAsync_global_init(&mut opts);
         }
     });
+}
+
+/// With `-d`, Paho C traces at its MEDIUM level (every loop turn); drop it
+/// to PROTOCOL: one line per packet sent or received, like `mosquitto_sub -d`.
+fn protocol_trace_only() {
+    if log::log_enabled!(target: "paho_mqtt_c", log::Level::Debug) {
+        #[allow(unsafe_code)]
+        // SAFETY: sets a global integer in Paho C; no pointers involved.
+        unsafe {
+            paho_mqtt_sys::MQTTAsync_setTraceLevel(
+                paho_mqtt_sys::MQTTASYNC_TRACE_LEVELS_MQTTASYNC_TRACE_PROTOCOL,
+            );
+        }
+    }
 }
 
 fn tls_error(flag: &str, path: &Path, e: mqtt::Error) -> ConnectError {

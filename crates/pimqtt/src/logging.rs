@@ -11,7 +11,7 @@
 /// `-d` is given.
 pub fn init(debug: bool) {
     let default = if debug {
-        "debug,paho_mqtt_c=debug"
+        "debug,paho_mqtt=info,paho_mqtt_c=debug"
     } else {
         "info,paho_mqtt=error,paho_mqtt_c=off"
     };
