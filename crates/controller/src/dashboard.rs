@@ -23,6 +23,21 @@ use pimqtt::payload::{Availability, PumpState};
 
 use crate::logic::{Controller, Input, Output, Tank};
 
+/// The piped format, for `--help` (the module doc above says the same).
+pub const LINE_FORMAT: &str = "\
+When stdout is not a terminal, one line per event:
+  level <id> <percent>               a level arrived (tank/<id>/level), e.g. level 1 49.5
+  pump <id> on|off                   the pump reported its state (pump/<id>/state)
+  pump-status <id> online|offline    the pump's availability (pump/<id>/status)
+  tank-status <id> online|offline    the sensor's availability (tank/<id>/status)
+  command <id> on|off                the controller commanded the pump
+  resend <id> on|off                 ... again, as it was not confirmed in time
+  alarm <id> <kind> raised <detail>  kind: pump-offline, sensor-stale, overflow, dry
+  alarm <id> <kind> cleared
+
+Example, three terminals:  pump-sim    tank-sensor    controller
+Watch everything:          mosquitto_sub -v -t '#'";
+
 /// Redraws at most this often, however fast messages come.
 const MIN_REDRAW: Duration = Duration::from_millis(200);
 /// Redraws at least this often, so ages keep counting.

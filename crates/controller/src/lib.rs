@@ -33,16 +33,19 @@ pub const QUEUE: usize = 4096;
 /// between. Watches tank/+/level, pump/+/state, pump/+/status and
 /// tank/+/status; sends pump/<id>/command; raises and clears alarms on
 /// alarm/<id> (retained): pump-offline, sensor-stale (the pump is then
-/// commanded off), overflow (level 100 while the pump is on), dry (level 0).
+/// commanded off), overflow (level 100 while the pump still reports on after
+/// it was commanded off), dry (level 0).
 ///
-/// On a terminal it shows a table redrawn in place. When stdout is not a
-/// terminal it prints one line per event:
-///   level <id> <percent> | pump <id> on|off | pump-status <id> online|offline
-///   | tank-status <id> online|offline | command <id> on|off
-///   | resend <id> on|off | alarm <id> <kind> raised <detail>
-///   | alarm <id> <kind> cleared
+/// On a terminal it shows a table redrawn in place (tank, level bar, pump,
+/// availability, last seen, alarms). When stdout is not a terminal it prints
+/// one line per event instead (see the format below).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "controller", version, disable_help_flag = true)]
+#[command(
+    name = "controller",
+    version,
+    disable_help_flag = true,
+    after_help = dashboard::LINE_FORMAT
+)]
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,

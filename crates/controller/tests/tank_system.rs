@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -40,14 +40,6 @@ fn sibling(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn args(broker: &Broker, state: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = broker.host_args();
-    a.push("--state-dir".into());
-    a.push(state.display().to_string());
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
 /// A broker, a state directory and a watcher subscribed to `filters`.
 struct Rig {
     broker: Broker,
@@ -58,10 +50,7 @@ struct Rig {
 impl Rig {
     fn new(filters: &[&str]) -> Rig {
         let broker = Broker::start();
-        let peer = Peer::connect(&broker, "watcher");
-        for f in filters {
-            peer.subscribe(f);
-        }
+        let peer = Peer::watching(&broker, "watcher", filters);
         peer.subscribe("controller/status");
         Rig {
             broker,
@@ -75,7 +64,7 @@ impl Rig {
     fn controller(&self, extra: &[&str]) -> Proc {
         let mut a = vec!["--dashboard", "lines"];
         a.extend_from_slice(extra);
-        let p = Proc::spawn(CONTROLLER, &args(&self.broker, self.state.path(), &a));
+        let p = Proc::spawn(CONTROLLER, &self.broker.args(self.state.path(), &a));
         self.peer.expect("controller/status", "online");
         p
     }
@@ -83,14 +72,14 @@ impl Rig {
     fn tank_sensor(&self, extra: &[&str]) -> Proc {
         Proc::spawn(
             sibling("tank-sensor"),
-            &args(&self.broker, self.state.path(), extra),
+            &self.broker.args(self.state.path(), extra),
         )
     }
 
     fn pump_sim(&self, extra: &[&str]) -> Proc {
         Proc::spawn(
             sibling("pump-sim"),
-            &args(&self.broker, self.state.path(), extra),
+            &self.broker.args(self.state.path(), extra),
         )
     }
 

@@ -6,13 +6,51 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use crate::connect::{ConnectError, Session};
+use crate::cli::CommonArgs;
+use crate::connect::{ConnectError, Events, Session, SessionConfig};
 use crate::shutdown::Stop;
+use crate::topics::{self, BadId};
 
 /// Connections made at the same time. Each connect waits for the broker's
 /// CONNACK, so a fleet of a thousand made one by one would take a while;
 /// a few threads hide the round trips without hammering the broker.
 const CONNECT_THREADS: usize = 8;
+
+/// The ids of `--count` devices from the first one, each checked to be a
+/// single topic level.
+pub fn ids(first: &str, count: u32) -> Result<Vec<String>, BadId> {
+    topics::fleet_ids(first, count)
+        .into_iter()
+        .map(|id| topics::check_id(&id))
+        .collect()
+}
+
+/// One session per device, tagged with its index so that events say which
+/// device they are for; `config` gives what differs per id.
+pub fn sessions(
+    common: &CommonArgs,
+    ids: &[String],
+    events: &Events,
+    config: impl Fn(&str) -> SessionConfig,
+) -> Result<Vec<Session>, ConnectError> {
+    ids.iter()
+        .enumerate()
+        .map(|(tag, id)| Session::new(common, SessionConfig { tag, ..config(id) }, events))
+        .collect()
+}
+
+/// [`connect_all`] for a program's start: `Ok(false)` when a stop came
+/// first (the sessions are then closed and the program should end).
+pub fn start(sessions: &[Session], stop: &Stop) -> Result<bool, ConnectError> {
+    match connect_all(sessions, stop) {
+        Ok(()) => Ok(true),
+        Err(ConnectError::Stopped) => {
+            close_all(sessions);
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Connects every session (retrying while the broker is away, as
 /// [`Session::connect`] does), several at a time. The first error wins:

@@ -151,6 +151,16 @@ impl Broker {
         ]
     }
 
+    /// The flags that point one of our programs at this broker with its
+    /// own Paho state directory, followed by `extra`.
+    pub fn args(&self, state: &Path, extra: &[&str]) -> Vec<String> {
+        let mut a = self.host_args();
+        a.push("--state-dir".into());
+        a.push(state.display().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+
     pub fn uri(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
@@ -251,6 +261,33 @@ impl Peer {
 
     pub fn subscribe(&self, filter: &str) {
         self.client.subscribe(filter, 2).unwrap();
+    }
+
+    /// A peer already subscribed to `filters`.
+    pub fn watching(broker: &Broker, id: &str, filters: &[&str]) -> Peer {
+        let p = Peer::connect(broker, id);
+        for f in filters {
+            p.subscribe(f);
+        }
+        p
+    }
+
+    /// Waits until every one of `topics` has carried `payload`, in any
+    /// order (a fleet connects several devices at once).
+    pub fn expect_all(&self, topics: &[String], payload: &str) {
+        let mut missing: std::collections::HashSet<&str> =
+            topics.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + DEADLINE;
+        while !missing.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Some(m)) if m.payload_str() == payload => {
+                    missing.remove(m.topic());
+                }
+                Ok(_) => {}
+                Err(_) => panic!("no {payload:?} within {DEADLINE:?} on {missing:?}"),
+            }
+        }
     }
 
     /// The next message, or panics after `limit`.

@@ -8,7 +8,7 @@ use clap::Parser;
 use log::{debug, info, warn};
 
 use pimqtt::cli::parse_seconds;
-use pimqtt::connect::{ConnectError, Events};
+use pimqtt::connect::Events;
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, BadPayload, PumpState};
 use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
@@ -61,27 +61,13 @@ pub fn obey(bytes: &[u8]) -> Result<PumpState, BadPayload> {
 /// Runs until `stop` is requested: connects every pump, obeys commands,
 /// reports states, then says `offline` and disconnects.
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
-    let ids = topics::fleet_ids(&args.pump, args.count);
-    for id in &ids {
-        topics::check_id(id).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
-    }
-    let sessions = ids
-        .iter()
-        .enumerate()
-        .map(|(tag, id)| {
-            Session::new(
-                &args.common,
-                SessionConfig {
-                    default_client_id: format!("pump-sim-{id}"),
-                    status_topic: Some(topics::pump_status(id)),
-                    subscriptions: vec![topics::pump_command(id)],
-                    tag,
-                    ..SessionConfig::default()
-                },
-                events,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = fleet::ids(&args.pump, args.count).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
+    let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
+        default_client_id: format!("pump-sim-{id}"),
+        status_topic: Some(topics::pump_status(id)),
+        subscriptions: vec![topics::pump_command(id)],
+        ..SessionConfig::default()
+    })?;
     info!("{} pump(s) connecting to {}", ids.len(), sessions[0].uri());
     let mut pumps: Vec<Pump> = ids
         .iter()
@@ -98,13 +84,8 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
     }
     let _ = out.flush();
 
-    match fleet::connect_all(&sessions, stop) {
-        Ok(()) => {}
-        Err(ConnectError::Stopped) => {
-            fleet::close_all(&sessions);
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    if !fleet::start(&sessions, stop)? {
+        return Ok(());
     }
 
     // Every (re)connect reports the state at once (see Event::Connected), so

@@ -13,32 +13,11 @@ const ON: &str = r#"{"state":"on"}"#;
 const OFF: &str = r#"{"state":"off"}"#;
 
 fn start(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Proc {
-    let mut a = broker.host_args();
-    a.push("--state-dir".into());
-    a.push(state.display().to_string());
-    a.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(EXE, &a)
-}
-
-/// Waits until every topic of `topics` has carried `payload`, in any order
-/// (a fleet connects several devices at once).
-fn expect_all(w: &Peer, topics: &[String], payload: &str) {
-    let mut missing: std::collections::HashSet<&String> = topics.iter().collect();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !missing.is_empty() {
-        let m = w.recv(deadline.saturating_duration_since(std::time::Instant::now()));
-        if m.payload_str() == payload {
-            missing.remove(&m.topic().to_string());
-        }
-    }
+    Proc::spawn(EXE, &broker.args(state, extra))
 }
 
 fn watcher(broker: &Broker, filters: &[&str]) -> Peer {
-    let p = Peer::connect(broker, "watcher");
-    for f in filters {
-        p.subscribe(f);
-    }
-    p
+    Peer::watching(broker, "watcher", filters)
 }
 
 #[test]
@@ -107,7 +86,7 @@ fn a_fleet_has_one_connection_per_pump() {
         .iter()
         .map(|id| format!("pump/{id}/status"))
         .collect();
-    expect_all(&w, &want, "online");
+    w.expect_all(&want, "online");
     w.publish("pump/8/command", "on", 2, false);
     pump.wait_stdout("pump 8 on");
     assert!(!pump

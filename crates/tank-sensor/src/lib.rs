@@ -14,7 +14,7 @@ use clap::Parser;
 use log::{info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
-use pimqtt::connect::{ConnectError, Events};
+use pimqtt::connect::Events;
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, PumpState, TankLevel};
 use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
@@ -93,30 +93,16 @@ struct Tank {
 /// connects every tank, publishes levels, then says `offline` and
 /// disconnects.
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
-    let ids = topics::fleet_ids(&args.tank, args.count);
-    for id in &ids {
-        topics::check_id(id).map_err(|e| anyhow::anyhow!("--tank: {e}"))?;
-    }
-    let sessions = ids
-        .iter()
-        .enumerate()
-        .map(|(tag, id)| {
-            Session::new(
-                &args.common,
-                SessionConfig {
-                    default_client_id: format!("tank-sensor-{id}"),
-                    status_topic: Some(topics::tank_status(id)),
-                    subscriptions: match args.source {
-                        Source::Sim => vec![topics::pump_state(id)],
-                        Source::Stdin => vec![],
-                    },
-                    tag,
-                    ..SessionConfig::default()
-                },
-                events,
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let ids = fleet::ids(&args.tank, args.count).map_err(|e| anyhow::anyhow!("--tank: {e}"))?;
+    let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
+        default_client_id: format!("tank-sensor-{id}"),
+        status_topic: Some(topics::tank_status(id)),
+        subscriptions: match args.source {
+            Source::Sim => vec![topics::pump_state(id)],
+            Source::Stdin => vec![],
+        },
+        ..SessionConfig::default()
+    })?;
     let sessions = Arc::new(sessions);
     info!(
         "{} tank(s) from {:?} connecting to {}",
@@ -124,13 +110,8 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         args.source,
         sessions[0].uri()
     );
-    match fleet::connect_all(&sessions, stop) {
-        Ok(()) => {}
-        Err(ConnectError::Stopped) => {
-            fleet::close_all(&sessions);
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    if !fleet::start(&sessions, stop)? {
+        return Ok(());
     }
 
     let now = Instant::now();

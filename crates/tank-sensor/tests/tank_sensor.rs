@@ -11,32 +11,11 @@ use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
 
 fn start(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Proc {
-    let mut a = broker.host_args();
-    a.push("--state-dir".into());
-    a.push(state.display().to_string());
-    a.extend(extra.iter().map(|s| s.to_string()));
-    Proc::spawn(EXE, &a)
-}
-
-/// Waits until every topic of `topics` has carried `payload`, in any order
-/// (a fleet connects several devices at once).
-fn expect_all(w: &Peer, topics: &[String], payload: &str) {
-    let mut missing: std::collections::HashSet<&String> = topics.iter().collect();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !missing.is_empty() {
-        let m = w.recv(deadline.saturating_duration_since(std::time::Instant::now()));
-        if m.payload_str() == payload {
-            missing.remove(&m.topic().to_string());
-        }
-    }
+    Proc::spawn(EXE, &broker.args(state, extra))
 }
 
 fn watcher(broker: &Broker, filters: &[&str]) -> Peer {
-    let p = Peer::connect(broker, "watcher");
-    for f in filters {
-        p.subscribe(f);
-    }
-    p
+    Peer::watching(broker, "watcher", filters)
 }
 
 #[test]
@@ -129,7 +108,7 @@ fn a_fleet_has_one_connection_and_topic_per_tank() {
         .iter()
         .map(|id| format!("tank/{id}/status"))
         .collect();
-    expect_all(&w, &want, "online");
+    w.expect_all(&want, "online");
     s.write_stdin("north-2 12\n");
     w.expect("tank/north-2/level", r#"{"level":12.0}"#);
     s.write_stdin("55\n");
