@@ -125,8 +125,10 @@ impl Dashboard {
             started: Instant::now(),
         };
         if table {
-            // Clear the screen once and hide the cursor while we redraw.
-            let _ = write!(d.out, "\x1b[2J\x1b[?25l");
+            // Clear the screen once; each redraw then starts at the top left.
+            // (The cursor stays visible: a second Ctrl+C exits at once and
+            // would leave it hidden.)
+            let _ = write!(d.out, "\x1b[2J");
         }
         d
     }
@@ -182,10 +184,10 @@ impl Dashboard {
         let _ = self.out.flush();
     }
 
-    /// Gives the terminal its cursor back.
+    /// Leaves the last table on screen, with the prompt below it.
     pub fn finish(&mut self) {
         if self.table {
-            let _ = write!(self.out, "\x1b[?25h\r\n");
+            let _ = write!(self.out, "\r\n");
         }
         let _ = self.out.flush();
     }
