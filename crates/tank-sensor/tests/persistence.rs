@@ -10,18 +10,18 @@ use pimqtt::testing::{wait_until, Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
 
-/// Paho's queued-command records ("c-…") somewhere under the state dir.
-fn queued_commands(dir: &Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            n += queued_commands(&path);
-        } else if entry.file_name().to_string_lossy().starts_with("c-") {
-            n += 1;
-        }
-    }
-    n
+/// Does a persistence log under the state dir hold `needle`?
+fn persisted(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            let path = entry.path();
+            std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn a_level_queued_while_the_broker_is_down_survives_a_crash() {
     sensor.wait_stderr("lost the connection");
     sensor.write_stdin("42\n");
     wait_until("the level to be persisted", DEADLINE, || {
-        queued_commands(state.path()) > 0
+        persisted(state.path(), br#"{"level":42.0}"#)
     });
     sensor.kill(); // SIGKILL: no chance to send or clean up anything
 
