@@ -39,7 +39,7 @@ fn opts() -> Opts {
         led: PathBuf::new(),
         messages: 10_000,
         pings: 1000,
-        runs: 3,
+        runs: 5,
     };
     while let Some(a) = args.next() {
         let mut num = || args.next().and_then(|v| v.parse().ok()).expect("a number");
