@@ -27,9 +27,6 @@ pub const QUEUE: usize = 256;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "led-client", version, disable_help_flag = true)]
 pub struct Args {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
     /// Where the brightness goes: the Pi's GPIO, a simulated LED that prints
     /// `brightness <N>` lines on stdout, or auto (GPIO when the Pi's GPIO is
     /// present, else simulated).
@@ -39,6 +36,9 @@ pub struct Args {
     /// BCM number of the GPIO pin the LED is wired to (the book uses 21).
     #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u8).range(0..=27))]
     pub pin: u8,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// Runs until `stop` is requested: connects (retrying while the broker is

@@ -11,6 +11,7 @@ use clap::{ArgAction, Args};
 
 /// Broker connection and session flags (SPEC, "Common to every binary").
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Broker connection (as in mosquitto_sub)")]
 pub struct CommonArgs {
     /// Broker host name or address.
     #[arg(short = 'h', long, env = "MQTT_HOST", default_value = "localhost")]
