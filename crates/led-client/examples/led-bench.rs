@@ -26,6 +26,30 @@ use std::time::{Duration, Instant};
 use paho_mqtt as mqtt;
 use pimqtt::testing::{signal, Broker, Peer, DEADLINE};
 
+/// Every process the benchmark started. The release profile aborts on a
+/// panic, so no destructor would stop them: the panic hook does.
+static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn track(pid: u32) {
+    if let Ok(mut v) = STARTED.lock() {
+        v.push(pid);
+    }
+}
+
+fn kill_all_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(pids) = STARTED.lock() {
+            for pid in pids.iter() {
+                if *pid > 0 {
+                    signal(*pid, "KILL");
+                }
+            }
+        }
+        default(info);
+    }));
+}
+
 struct Opts {
     led: PathBuf,
     messages: usize,
@@ -74,6 +98,7 @@ impl Sub {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        track(child.id());
         let out = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -220,6 +245,7 @@ impl Bench {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        track(p.id());
         w.expect("led/status", "online");
         signal(p.id(), "INT");
         p.wait().unwrap();
@@ -278,12 +304,14 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() {
+    kill_all_on_panic();
     let o = opts();
     let b = Bench {
         broker: Broker::start(),
         led: o.led.clone(),
         state: tempfile::tempdir().unwrap(),
     };
+    track(b.broker.pid().unwrap_or(0));
     let mut fails = 0;
     let mut report = |name: &str, ours: f64, reference: f64, unit: &str, ok: bool, target: &str| {
         println!(
@@ -431,6 +459,7 @@ fn main() {
     for i in 0..o.runs {
         b.broker.restart();
         let back = Instant::now();
+        track(b.broker.pid().unwrap_or(0));
         let p = Peer::connect(&b.broker, "bench-restart-pub");
         p.publish("led", format!(r#"{{"level": {i}}}"#), 2, false);
         let (to, _) = ours.next_line();

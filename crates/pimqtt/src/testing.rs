@@ -161,6 +161,11 @@ impl Broker {
         a
     }
 
+    /// The running Mosquitto's process id (it changes with `restart`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn uri(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
