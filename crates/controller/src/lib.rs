@@ -15,7 +15,7 @@ use clap::Parser;
 use log::{debug, info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
-use pimqtt::connect::{ConnectError, Events};
+use pimqtt::connect::Events;
 use pimqtt::payload::{self, Alarm, Availability, BadPayload, PumpState, TankLevel};
 use pimqtt::{fleet, topics, CommonArgs, Event, Session, SessionConfig, Stop};
 
@@ -126,14 +126,9 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         },
         events,
     )?;
-    info!("{} connecting to {}", session.client_id(), session.uri());
-    match session.connect(stop) {
-        Ok(()) => {}
-        Err(ConnectError::Stopped) => {
-            session.close();
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    if !session.start(stop)? {
+        session.close();
+        return Ok(());
     }
     let table = match args.dashboard {
         Mode::Auto => std::io::stdout().is_terminal(),

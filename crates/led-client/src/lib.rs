@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use log::{debug, info, warn};
 
-use pimqtt::connect::{ConnectError, Events};
+use pimqtt::connect::Events;
 use pimqtt::payload::{self, BadPayload, LedRequest};
 use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
 
@@ -56,11 +56,8 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         },
         events,
     )?;
-    info!("{} connecting to {}", session.client_id(), session.uri());
-    match session.connect(stop) {
-        Ok(()) => {}
-        Err(ConnectError::Stopped) => return shut_down(&mut *out, None),
-        Err(e) => return Err(e.into()),
+    if !session.start(stop)? {
+        return shut_down(&mut *out, None);
     }
 
     for event in rx.iter() {

@@ -344,6 +344,18 @@ impl Session {
         self.qos
     }
 
+    /// A single-connection program's start: says where it connects, then
+    /// [`connect`](Session::connect)s. `Ok(false)` when a stop came first
+    /// (the program should end cleanly).
+    pub fn start(&self, stop: &Stop) -> Result<bool, ConnectError> {
+        info!("{} connecting to {}", self.client_id, self.uri);
+        match self.connect(stop) {
+            Ok(()) => Ok(true),
+            Err(ConnectError::Stopped) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Connects, retrying with back-off while the broker is not there
     /// (a broker still starting at boot is normal), and failing at once when
     /// the broker refuses us, since retrying cannot fix a wrong password.

@@ -48,28 +48,10 @@ impl Broker {
 
     /// Same, with extra configuration lines.
     pub fn start_with(extra: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let mut f = std::fs::File::create(&conf).unwrap();
-        writeln!(
-            f,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 0\nset_tcp_nodelay true\nuser root\nlog_dest stderr\n\
-             log_type error\nlog_type warning\n{extra}",
-            data.display()
-        )
-        .unwrap();
-        let mut b = Broker {
-            port,
-            dir,
-            conf,
-            child: None,
-        };
-        b.spawn();
-        b
+        Broker::start_conf(&format!(
+            "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             max_queued_messages 0\nset_tcp_nodelay true\n{extra}"
+        ))
     }
 
     /// Starts Mosquitto from a whole configuration of the test's own, such

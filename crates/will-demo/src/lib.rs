@@ -13,7 +13,7 @@ use std::sync::mpsc::Receiver;
 use clap::{ArgAction, Parser};
 use log::{info, warn};
 
-use pimqtt::connect::{ConnectError, Events, Will};
+use pimqtt::connect::{Events, Will};
 use pimqtt::payload::{self, BadPayload};
 use pimqtt::{CommonArgs, Event, Session, SessionConfig, Stop};
 
@@ -176,11 +176,8 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         },
         events,
     )?;
-    info!("{} connecting to {}", session.client_id(), session.uri());
-    match session.connect(stop) {
-        Ok(()) => {}
-        Err(ConnectError::Stopped) => return Ok(()),
-        Err(e) => return Err(e.into()),
+    if !session.start(stop)? {
+        return Ok(());
     }
 
     let mut printed = 0u64;
