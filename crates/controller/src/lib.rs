@@ -7,7 +7,6 @@
 //! - this file: the flags and the loop.
 
 use std::io::IsTerminal;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -15,18 +14,14 @@ use clap::Parser;
 use log::{debug, info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
-use pimqtt::connect::Events;
 use pimqtt::payload::{self, Alarm, Availability, BadPayload, PumpState, TankLevel};
-use pimqtt::{fleet, topics, CommonArgs, Event, Session, SessionConfig, Stop};
+use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
 
 pub mod dashboard;
 pub mod logic;
 
 use dashboard::{Dashboard, Mode};
 use logic::{AlarmKind, Controller, Input, Output};
-
-/// Events waiting for the loop; Paho's thread blocks beyond this.
-pub const QUEUE: usize = 4096;
 
 /// Closes the water-tank loop for any number of tanks: pump on when a
 /// tank's level falls below --low, off when it reaches --high, nothing in
@@ -112,9 +107,9 @@ pub fn subscriptions() -> Vec<String> {
     .to_vec()
 }
 
-/// Runs until `stop` is requested: connects, decides on every message and
+/// Runs until a stop is requested: connects, decides on every message and
 /// deadline, then publishes `offline` on controller/status and disconnects.
-pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut ctl = Controller::new(args.config()?);
     let session = Session::new(
         &args.common,
@@ -124,12 +119,9 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
             subscriptions: subscriptions(),
             ..SessionConfig::default()
         },
-        events,
+        inbox,
     )?;
-    if !session.start(stop)? {
-        session.close();
-        return Ok(());
-    }
+    session.start();
     let table = match args.dashboard {
         Mode::Auto => std::io::stdout().is_terminal(),
         Mode::Table => true,
@@ -138,44 +130,47 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
     let mut dash = Dashboard::new(table, format!("pi-mqtt controller @ {}", session.uri()));
     let mut out = Vec::new();
 
-    while !stop.is_requested() {
+    let result = loop {
         let now = Instant::now();
         ctl.tick(now, &mut out);
         publish(&session, &mut dash, &mut out, now);
-        // Drain what is waiting before touching stdout, so a burst costs one
-        // write, not one per message.
-        let event = match rx.try_recv() {
-            Ok(ev) => ev,
-            Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {
-                dash.refresh(&ctl, now);
-                let next = [ctl.next_deadline(), dash.next_deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min();
-                match rx.recv_timeout(fleet::wait_for(next, Instant::now())) {
-                    Ok(ev) => ev,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+        dash.refresh(&ctl, now);
+        let next = [ctl.next_deadline(), dash.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        match inbox.next(next) {
+            Next::Event(Event::Message(d)) => {
+                decide(&session, &mut ctl, &mut dash, &mut out, &d);
             }
-        };
-        match event {
-            Event::Message { msg, .. } => {
-                if let Some((id, input)) = parse(msg.topic(), msg.payload(), msg.retained()) {
-                    let now = Instant::now();
-                    dash.input(id, &input);
-                    ctl.handle(now, id, input, &mut out);
-                    publish(&session, &mut dash, &mut out, now);
-                }
-            }
-            Event::Stop => break,
-            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+            Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
+            Next::Event(_) | Next::Timeout => {}
+            Next::Stopped => break Ok(()),
         }
-    }
+    };
+    session.close(inbox, |d| {
+        decide(&session, &mut ctl, &mut dash, &mut out, &d)
+    });
     dash.finish();
-    session.close();
-    Ok(())
+    result
+}
+
+/// One message into the state machine, its decisions out.
+fn decide(
+    session: &Session,
+    ctl: &mut Controller,
+    dash: &mut Dashboard,
+    out: &mut Vec<Output>,
+    d: &Delivery,
+) {
+    if let Some((id, input)) = parse(d.topic(), d.payload(), d.msg.retained()) {
+        let now = Instant::now();
+        dash.input(id, &input);
+        ctl.handle(now, id, input, out);
+        publish(session, dash, out, now);
+        // Shown before the broker hears the message was received.
+        dash.refresh(ctl, now);
+    }
 }
 
 /// Sends the decisions and shows them.

@@ -12,9 +12,5 @@ use clap::Parser;
 
 fn main() {
     let args = controller::Args::parse();
-    pimqtt::logging::init(args.common.debug);
-    let (events, stop, rx) = pimqtt::connect::channel(controller::QUEUE);
-    let result = pimqtt::shutdown::stop_on_signals(&stop)
-        .and_then(|()| controller::run(&args, &events, &stop, &rx));
-    pimqtt::exit_with(result)
+    pimqtt::serve(args.common.debug, |inbox| controller::run(&args, inbox))
 }

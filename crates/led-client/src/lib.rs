@@ -1,24 +1,17 @@
 //! led-client's logic, kept out of `main.rs` so tests and the benchmark can
 //! reason about it. `led` holds the two outputs (simulated and GPIO).
 
-use std::sync::mpsc::Receiver;
-
 use anyhow::Context;
 use clap::Parser;
 use log::{debug, info, warn};
 
-use pimqtt::connect::Events;
 use pimqtt::payload::{self, BadPayload, LedRequest};
-use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
+use pimqtt::{topics, CommonArgs, Event, Inbox, Next, Session, SessionConfig};
 
 pub mod gpio;
 pub mod led;
 
 use led::{Led, LedKind};
-
-/// Events waiting for the loop; Paho's thread blocks beyond this, which
-/// slows the broker down instead of growing memory.
-pub const QUEUE: usize = 256;
 
 /// Subscribes to `led` and sets a PWM LED's brightness from
 /// `{"level": 0..100}` messages, like the book's mqtt_led.py.
@@ -41,10 +34,10 @@ pub struct Args {
     pub common: CommonArgs,
 }
 
-/// Runs until `stop` is requested: connects (retrying while the broker is
-/// away), applies every `led` message, then turns the LED off, publishes
-/// `offline` and disconnects.
-pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+/// Runs until a stop is requested: connects (retrying while the broker is
+/// away), applies every `led` message before the broker hears it was
+/// received, then publishes `offline`, disconnects and turns the LED off.
+pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut out = led::open(args.led, args.pin)?;
     let session = Session::new(
         &args.common,
@@ -54,33 +47,33 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
             subscriptions: vec![topics::LED.into()],
             ..SessionConfig::default()
         },
-        events,
+        inbox,
     )?;
-    if !session.start(stop)? {
-        return shut_down(&mut *out, None);
-    }
+    session.start();
 
-    for event in rx.iter() {
-        match event {
-            Event::Message { msg, .. } => apply(&mut *out, msg.topic(), msg.payload())?,
-            Event::Stop => break,
-            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+    let result = loop {
+        match inbox.next(None) {
+            Next::Event(Event::Message(d)) => {
+                if let Err(e) = apply(&mut *out, d.topic(), d.payload()) {
+                    break Err(e);
+                }
+            }
+            Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
+            Next::Event(_) | Next::Timeout => {}
+            Next::Stopped => break Ok(()),
         }
-        if stop.is_requested() {
-            break;
+    };
+    // Messages the broker hands over while we say goodbye are applied too:
+    // it already counts them as ours.
+    let mut late = Ok(());
+    session.close(inbox, |d| {
+        if late.is_ok() {
+            late = apply(&mut *out, d.topic(), d.payload());
         }
-    }
-    shut_down(&mut *out, Some(&session))
-}
-
-/// LED off first (what the user sees), then the goodbye on the broker.
-fn shut_down(out: &mut dyn Led, session: Option<&Session>) -> anyhow::Result<()> {
+    });
     info!("stopping: LED off");
-    let result = out.set(0).context("could not turn the LED off");
-    if let Some(session) = session {
-        session.close();
-    }
-    result
+    let off = out.set(0).context("could not turn the LED off");
+    result.and(late).and(off)
 }
 
 /// Applies one `led` message per SPEC's rules; bad input is one log line.

@@ -11,9 +11,5 @@ use clap::Parser;
 
 fn main() {
     let args = led_client::Args::parse();
-    pimqtt::logging::init(args.common.debug);
-    let (events, stop, rx) = pimqtt::connect::channel(led_client::QUEUE);
-    let result = pimqtt::shutdown::stop_on_signals(&stop)
-        .and_then(|()| led_client::run(&args, &events, &stop, &rx));
-    pimqtt::exit_with(result)
+    pimqtt::serve(args.common.debug, |inbox| led_client::run(&args, inbox))
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args};
 
+use crate::persist::SyncMode;
+
 /// Broker connection and session flags (SPEC, "Common to every binary").
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Broker connection (as in mosquitto_sub)")]
@@ -84,6 +86,12 @@ pub struct CommonArgs {
     /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/pi-mqtt, else ~/.local/state/pi-mqtt].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// When the state directory's log reaches the disk: never (a crash of
+    /// the program loses nothing, a power cut may), batched (within 0.1 s),
+    /// always (before every step; wears an SD card fastest).
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Batched)]
+    pub sync: SyncMode,
 
     /// Print help.
     #[arg(long, action = ArgAction::Help)]

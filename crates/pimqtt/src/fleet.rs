@@ -1,20 +1,17 @@
-//! What the `--count N` programs (tank-sensor, pump-sim) share: connecting
-//! many sessions at once, and staggered periodic timers for a loop that
-//! waits on its event channel with `recv_timeout`.
+//! What the `--count N` programs (tank-sensor, pump-sim) share: one session
+//! per device, and staggered periodic timers for a loop that waits on its
+//! [`Inbox`](crate::Inbox) with a deadline.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::cli::CommonArgs;
-use crate::connect::{ConnectError, Events, Session, SessionConfig};
-use crate::shutdown::Stop;
+use crate::error::ConnectError;
+use crate::events::Inbox;
+use crate::options::SessionConfig;
+use crate::session::Session;
 use crate::topics::{self, BadId};
-
-/// Connections made at the same time. Each connect waits for the broker's
-/// CONNACK, so a fleet of a thousand made one by one would take a while;
-/// a few threads hide the round trips without hammering the broker.
-const CONNECT_THREADS: usize = 8;
 
 /// The ids of `--count` devices from the first one, each checked to be a
 /// single topic level.
@@ -26,76 +23,33 @@ pub fn ids(first: &str, count: u32) -> Result<Vec<String>, BadId> {
 }
 
 /// One session per device, tagged with its index so that events say which
-/// device they are for; `config` gives what differs per id.
+/// device they are for; `config` gives what differs per id. A `-i` given
+/// for a fleet gets `-<index>` after the first device: devices sharing one
+/// id would take the session from each other.
 pub fn sessions(
     common: &CommonArgs,
     ids: &[String],
-    events: &Events,
+    inbox: &Inbox,
     config: impl Fn(&str) -> SessionConfig,
 ) -> Result<Vec<Session>, ConnectError> {
     ids.iter()
         .enumerate()
-        .map(|(tag, id)| Session::new(common, SessionConfig { tag, ..config(id) }, events))
+        .map(|(tag, id)| {
+            let mut own = common.clone();
+            if tag > 0 {
+                own.client_id = common.client_id.as_ref().map(|c| format!("{c}-{tag}"));
+            }
+            Session::new(&own, SessionConfig { tag, ..config(id) }, inbox)
+        })
         .collect()
 }
 
-/// [`connect_all`] for a program's start: `Ok(false)` when a stop came
-/// first (the sessions are then closed and the program should end).
-pub fn start(sessions: &[Session], stop: &Stop) -> Result<bool, ConnectError> {
-    match connect_all(sessions, stop) {
-        Ok(()) => Ok(true),
-        Err(ConnectError::Stopped) => {
-            close_all(sessions);
-            Ok(false)
-        }
-        Err(e) => Err(e),
+/// Starts connecting every session, saying where once.
+pub fn start(sessions: &[Session]) {
+    if let Some(first) = sessions.first() {
+        log::info!("{} device(s) connecting to {}", sessions.len(), first.uri());
     }
-}
-
-/// Connects every session (retrying while the broker is away, as
-/// [`Session::connect`] does), several at a time. The first error wins:
-/// a refused password is refused for the whole fleet.
-pub fn connect_all(sessions: &[Session], stop: &Stop) -> Result<(), ConnectError> {
-    if sessions.len() <= 1 {
-        return sessions.iter().try_for_each(|s| s.connect(stop));
-    }
-    let chunk = sessions.len().div_ceil(CONNECT_THREADS);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = sessions
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(|s| s.connect(stop))))
-            .collect();
-        let mut result = Ok(());
-        for h in handles {
-            let r = h.join().unwrap_or_else(|_| {
-                Err(ConnectError::Config("a connecting thread panicked".into()))
-            });
-            if result.is_ok() {
-                if let Err(e) = r {
-                    // Stop the other threads' retry loops too.
-                    if !matches!(e, ConnectError::Stopped) {
-                        stop.request();
-                    }
-                    result = Err(e);
-                }
-            }
-        }
-        result
-    })
-}
-
-/// Closes every session gracefully (`offline`, then DISCONNECT), several
-/// at a time for the same reason as [`connect_all`].
-pub fn close_all(sessions: &[Session]) {
-    if sessions.is_empty() {
-        return;
-    }
-    let chunk = sessions.len().div_ceil(CONNECT_THREADS);
-    std::thread::scope(|scope| {
-        for part in sessions.chunks(chunk) {
-            scope.spawn(move || part.iter().for_each(Session::close));
-        }
-    });
+    sessions.iter().for_each(Session::connect);
 }
 
 /// One periodic timer per device, spread evenly over the period so a fleet
@@ -141,17 +95,6 @@ impl Ticker {
     }
 }
 
-/// How long to wait for the next event before `deadline` (at least a
-/// millisecond, so a loop never spins on a zero timeout).
-pub fn wait_for(deadline: Option<Instant>, now: Instant) -> Duration {
-    match deadline {
-        Some(at) => at
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1)),
-        None => Duration::from_secs(3600),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,12 +124,5 @@ mod tests {
         assert_eq!(t.due(late), Some(0));
         assert_eq!(t.due(late), None);
         assert_eq!(t.next_deadline(), Some(late + p));
-    }
-
-    #[test]
-    fn waits_are_never_zero() {
-        let now = Instant::now();
-        assert_eq!(wait_for(Some(now), now), Duration::from_millis(1));
-        assert!(wait_for(None, now) >= Duration::from_secs(60));
     }
 }

@@ -1,48 +1,72 @@
 //! Everything the pi-mqtt programs share, written once.
 //!
 //! # Layout
-//! - [`cli`]: the flags common to every binary (`mosquitto_sub`-style), flattened
-//!   into each program's own clap parser.
-//! - [`connect`]: a [`Session`](connect::Session) over Paho: durable session, QoS 2,
-//!   client persistence, TLS, automatic reconnect, availability (online / will),
-//!   subscriptions re-made on every connect, and the receive loop's [`Event`]s.
-//! - [`fleet`]: for `--count N` programs: connecting many sessions at once and
-//!   staggered periodic timers.
-//! - [`shutdown`]: SIGINT/SIGTERM handling (first asks to stop, second exits).
+//! - [`cli`]: the flags common to every binary (`mosquitto_sub`-style),
+//!   flattened into each program's own clap parser.
+//! - [`events`]: what a program's loop receives ([`Inbox::next`]: an event,
+//!   a timeout, or "stopped"), the [`Stop`] handle, and the [`Delivery`] of
+//!   a message that completes with the broker once the program dropped it.
+//! - [`options`]: flags and a [`SessionConfig`] turned into Paho's options
+//!   (pure; unit-tested without a broker).
+//! - [`session`]: a [`Session`]: connect, publish, close, and the diagnosis
+//!   of a failed connect.
+//! - `worker` (private): the one thread per process that calls Paho outside
+//!   its callbacks: connects, reconnects on our schedule, publishes, closes.
+//! - [`persist`]: Paho client persistence, an append-only log per client,
+//!   and `--sync`.
+//! - [`paho_sys`] (private): the two `unsafe` calls into Paho C.
+//! - [`error`]: [`ConnectError`] and the [`ExitCode`]s.
+//! - [`fleet`]: for `--count N` programs: many sessions, staggered timers.
+//! - [`shutdown`]: SIGINT/SIGTERM (first asks to stop, second exits).
 //! - [`logging`]: env_logger on stderr, `-d` for the Paho protocol trace.
-//! - [`persist`]: Paho client persistence (outgoing on disk, inbound in memory).
 //! - [`payload`]: the JSON payloads of the topic table, fallible both ways.
 //! - [`topics`]: topic names and ids.
-//! - [`testing`] (feature `testing`): a private Mosquitto per test and helpers
-//!   to drive the binaries, shared by every crate's integration tests.
+//! - [`testing`] (feature `testing`): a private Mosquitto per test and
+//!   helpers to drive the binaries, shared by every crate's integration tests.
 
 pub mod cli;
-pub mod connect;
+pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod logging;
+pub mod options;
+mod paho_sys;
 pub mod payload;
 pub mod persist;
+pub mod session;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
+mod worker;
 
 pub use cli::CommonArgs;
-pub use connect::{ConnectError, Event, Session, SessionConfig};
-pub use shutdown::Stop;
+pub use error::{ConnectError, ExitCode};
+pub use events::{Delivery, Event, Inbox, Next, Stop};
+pub use options::{SessionConfig, Will};
+pub use session::Session;
+pub use worker::retry_delay;
 
 /// Payloads above this size are refused before parsing (SPEC: "oversized").
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 
-/// Exit code for bad configuration or a refused connection, as `mosquitto_sub`
-/// uses a non-zero code for both.
-pub const EXIT_CONFIG: i32 = 2;
+/// The exit code of bad configuration (tests compare with it).
+pub const EXIT_CONFIG: i32 = ExitCode::Config.code();
 
-/// The body of every binary's `main`: turns `run`'s result into an exit code
+/// The whole of a usual `main`: logging, SIGINT/SIGTERM asking `run` to
+/// stop, and `run`'s result turned into an exit code.
+pub fn serve(debug: bool, run: impl FnOnce(&Inbox) -> anyhow::Result<()>) -> ! {
+    logging::init(debug);
+    let inbox = Inbox::new();
+    let result = shutdown::stop_on_signals(inbox.stop()).and_then(|()| run(&inbox));
+    exit_with(result)
+}
+
+/// The end of every binary's `main`: turns `run`'s result into an exit code
 /// and prints the error chain on one line, as ripgrep and fd do.
 pub fn exit_with(result: anyhow::Result<()>) -> ! {
     match result {
-        Ok(()) => std::process::exit(0),
+        Ok(()) => ExitCode::Success.exit(),
         Err(err) => {
             log::error!("{err:#}");
             // Logging may be off (or not yet initialised): the user must
@@ -50,7 +74,7 @@ pub fn exit_with(result: anyhow::Result<()>) -> ! {
             if !log::log_enabled!(log::Level::Error) {
                 eprintln!("error: {err:#}");
             }
-            std::process::exit(EXIT_CONFIG);
+            ExitCode::Config.exit()
         }
     }
 }

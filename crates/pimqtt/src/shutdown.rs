@@ -1,36 +1,12 @@
-//! Stopping on SIGINT/SIGTERM. The first signal asks the program's loop to
-//! stop (so it can publish `offline`, disconnect and release hardware); a
-//! second one exits at once, for a program stuck on an unreachable broker.
+//! SIGINT and SIGTERM. The first signal asks the program's loop to stop (so
+//! it can publish `offline`, disconnect and release hardware); a second one
+//! exits at once, for a program stuck on an unreachable broker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::connect::Events;
-
-/// Asks a program's loop to stop; cheap to clone, usable from any thread.
-#[derive(Debug, Clone)]
-pub struct Stop {
-    events: Events,
-}
-
-impl Stop {
-    pub(crate) fn new(events: Events) -> Stop {
-        Stop { events }
-    }
-
-    /// Wakes the loop with [`Event::Stop`](crate::Event::Stop) and raises the
-    /// flag that retry loops poll.
-    pub fn request(&self) {
-        self.events.try_send_stop();
-    }
-
-    pub fn is_requested(&self) -> bool {
-        self.events.is_stopping()
-    }
-}
-
-/// Exit code of a second Ctrl+C, as a shell reports death by SIGINT.
-pub const EXIT_INTERRUPTED: i32 = 130;
+use crate::error::ExitCode;
+use crate::events::Stop;
 
 /// Routes SIGINT and SIGTERM to `on_first`; a second signal exits at once.
 pub fn on_signals(on_first: impl Fn() + Send + 'static) -> anyhow::Result<()> {
@@ -38,7 +14,7 @@ pub fn on_signals(on_first: impl Fn() + Send + 'static) -> anyhow::Result<()> {
     ctrlc::set_handler(move || {
         if seen.swap(true, Ordering::SeqCst) {
             eprintln!("second interrupt: exiting now");
-            std::process::exit(EXIT_INTERRUPTED);
+            ExitCode::Interrupted.exit();
         }
         on_first();
     })?;

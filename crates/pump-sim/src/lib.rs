@@ -1,20 +1,16 @@
 //! pump-sim's logic, kept out of `main.rs` so tests can reason about it.
 
 use std::io::Write;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use log::{debug, info, warn};
 
 use pimqtt::cli::parse_seconds;
-use pimqtt::connect::Events;
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, BadPayload, PumpState};
-use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
-
-/// Events waiting for the loop; Paho's thread blocks beyond this.
-pub const QUEUE: usize = 1024;
+use pimqtt::session::close_all;
+use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
 
 /// A simulated pump: obeys `pump/<id>/command` (`{"state": "on"}` or a bare
 /// `on`/`off`, any case) and reports `pump/<id>/state` (retained) on every
@@ -58,17 +54,16 @@ pub fn obey(bytes: &[u8]) -> Result<PumpState, BadPayload> {
     PumpState::try_from(bytes)
 }
 
-/// Runs until `stop` is requested: connects every pump, obeys commands,
+/// Runs until a stop is requested: connects every pump, obeys commands,
 /// reports states, then says `offline` and disconnects.
-pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let ids = fleet::ids(&args.pump, args.count).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
-    let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
+    let sessions = fleet::sessions(&args.common, &ids, inbox, |id| SessionConfig {
         default_client_id: format!("pump-sim-{id}"),
         status_topic: Some(topics::pump_status(id)),
         subscriptions: vec![topics::pump_command(id)],
         ..SessionConfig::default()
     })?;
-    info!("{} pump(s) connecting to {}", ids.len(), sessions[0].uri());
     let mut pumps: Vec<Pump> = ids
         .iter()
         .map(|id| Pump {
@@ -83,59 +78,65 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         let _ = writeln!(out, "pump {} {}", p.id, p.state);
     }
     let _ = out.flush();
-
-    if !fleet::start(&sessions, stop)? {
-        return Ok(());
-    }
+    fleet::start(&sessions);
 
     // Every (re)connect reports the state at once (see Event::Connected), so
     // the first heartbeat is one period away.
     let mut ticker = Ticker::new(pumps.len(), args.heartbeat, Instant::now() + args.heartbeat);
-    while !stop.is_requested() {
+    let result = loop {
         let now = Instant::now();
         while let Some(i) = ticker.due(now) {
             report(&sessions[i], &pumps[i]);
         }
         let _ = out.flush();
-        match rx.recv_timeout(fleet::wait_for(ticker.next_deadline(), Instant::now())) {
-            Ok(Event::Message { session, msg }) => {
-                let (Some(pump), Some(s)) = (pumps.get_mut(session), sessions.get(session)) else {
-                    continue;
-                };
-                if msg.topic() != pump.command_topic {
-                    continue;
-                }
-                match obey(msg.payload()) {
-                    Ok(state) => {
-                        if state != pump.state {
-                            pump.state = state;
-                            info!("pump {} switched {state}", pump.id);
-                            let _ = writeln!(out, "pump {} {state}", pump.id);
-                        }
-                        // Confirm even an unchanged state: the controller
-                        // re-sends until it hears one.
-                        report(s, pump);
-                    }
-                    Err(e) => warn!(
-                        "{}: {e}: {:?}; pump {} stays {}",
-                        msg.topic(),
-                        payload::preview(msg.payload()),
-                        pump.id,
-                        pump.state
-                    ),
-                }
-            }
-            Ok(Event::Connected { session }) => {
+        match inbox.next(ticker.next_deadline()) {
+            Next::Event(Event::Message(d)) => command(&sessions, &mut pumps, &d, &mut out),
+            Next::Event(Event::Connected { session }) => {
                 if let (Some(pump), Some(s)) = (pumps.get(session), sessions.get(session)) {
                     report(s, pump);
                 }
             }
-            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Event::ConnectionLost { .. }) | Err(RecvTimeoutError::Timeout) => {}
+            Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
+            Next::Event(_) | Next::Timeout => {}
+            Next::Stopped => break Ok(()),
         }
+    };
+    close_all(&sessions, inbox, |d| {
+        command(&sessions, &mut pumps, &d, &mut out)
+    });
+    let _ = out.flush();
+    result
+}
+
+/// Obeys one command (a switch is printed before the broker hears the
+/// command was received).
+fn command(sessions: &[Session], pumps: &mut [Pump], d: &Delivery, out: &mut impl Write) {
+    let (Some(pump), Some(s)) = (pumps.get_mut(d.session), sessions.get(d.session)) else {
+        return;
+    };
+    if d.topic() != pump.command_topic {
+        return;
     }
-    fleet::close_all(&sessions);
-    Ok(())
+    match obey(d.payload()) {
+        Ok(state) => {
+            if state != pump.state {
+                pump.state = state;
+                info!("pump {} switched {state}", pump.id);
+                let _ = writeln!(out, "pump {} {state}", pump.id);
+                let _ = out.flush();
+            }
+            // Confirm even an unchanged state: the controller re-sends until
+            // it hears one.
+            report(s, pump);
+        }
+        Err(e) => warn!(
+            "{}: {e}: {:?}; pump {} stays {}",
+            d.topic(),
+            payload::preview(d.payload()),
+            pump.id,
+            pump.state
+        ),
+    }
 }
 
 fn report(session: &Session, pump: &Pump) {

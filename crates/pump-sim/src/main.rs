@@ -12,9 +12,5 @@ use clap::Parser;
 
 fn main() {
     let args = pump_sim::Args::parse();
-    pimqtt::logging::init(args.common.debug);
-    let (events, stop, rx) = pimqtt::connect::channel(pump_sim::QUEUE);
-    let result = pimqtt::shutdown::stop_on_signals(&stop)
-        .and_then(|()| pump_sim::run(&args, &events, &stop, &rx));
-    pimqtt::exit_with(result)
+    pimqtt::serve(args.common.debug, |inbox| pump_sim::run(&args, inbox))
 }

@@ -6,7 +6,6 @@
 //! - this file: the flags and the loop that publishes `tank/<id>/level`.
 
 use std::io::{BufRead, Write};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +13,13 @@ use clap::Parser;
 use log::{info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
-use pimqtt::connect::Events;
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, PumpState, TankLevel};
-use pimqtt::{topics, CommonArgs, Event, Session, SessionConfig, Stop};
+use pimqtt::session::close_all;
+use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig, Stop};
 
 pub mod sim;
 pub mod stdin;
-
-/// Events waiting for the loop; Paho's thread blocks beyond this.
-pub const QUEUE: usize = 1024;
 
 /// Where the levels come from (`--source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,12 +85,12 @@ struct Tank {
     sim: sim::Tank,
 }
 
-/// Runs until `stop` is requested (or stdin ends with `--source stdin`):
+/// Runs until a stop is requested (or stdin ends with `--source stdin`):
 /// connects every tank, publishes levels, then says `offline` and
 /// disconnects.
-pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let ids = fleet::ids(&args.tank, args.count).map_err(|e| anyhow::anyhow!("--tank: {e}"))?;
-    let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
+    let sessions = fleet::sessions(&args.common, &ids, inbox, |id| SessionConfig {
         default_client_id: format!("tank-sensor-{id}"),
         status_topic: Some(topics::tank_status(id)),
         subscriptions: match args.source {
@@ -105,14 +101,18 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
     })?;
     let sessions = Arc::new(sessions);
     info!(
-        "{} tank(s) from {:?} connecting to {}",
-        ids.len(),
-        args.source,
-        sessions[0].uri()
+        "{} from {}",
+        if ids.len() == 1 {
+            "one tank".to_string()
+        } else {
+            format!("{} tanks", ids.len())
+        },
+        match args.source {
+            Source::Sim => "the simulation",
+            Source::Stdin => "stdin",
+        }
     );
-    if !fleet::start(&sessions, stop)? {
-        return Ok(());
-    }
+    fleet::start(&sessions);
 
     let now = Instant::now();
     let mut tanks: Vec<Tank> = ids
@@ -125,63 +125,54 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
         })
         .collect();
 
-    let result = match args.source {
-        Source::Sim => simulate(args, &sessions, &mut tanks, stop, rx),
+    let mut ticker = match args.source {
+        Source::Sim => Some(Ticker::new(tanks.len(), args.interval, Instant::now())),
         Source::Stdin => {
-            feed_from_stdin(&sessions, &tanks, stop);
-            wait_for_stop(stop, rx);
-            Ok(())
+            feed_from_stdin(&sessions, &tanks, inbox.stop());
+            None
         }
     };
-    fleet::close_all(&sessions);
-    result
-}
-
-/// The `--source sim` loop: a level per tank every interval, staggered, and
-/// the pump's reported state folded in as it arrives.
-fn simulate(
-    args: &Args,
-    sessions: &[Session],
-    tanks: &mut [Tank],
-    stop: &Stop,
-    rx: &Receiver<Event>,
-) -> anyhow::Result<()> {
-    let mut ticker = Ticker::new(tanks.len(), args.interval, Instant::now());
     // Buffered so a fleet does not make one write per line; flushed whenever
     // the loop is about to wait, so a reader sees every line at once.
     let mut out = std::io::BufWriter::new(std::io::stdout());
-    while !stop.is_requested() {
-        let now = Instant::now();
-        while let Some(i) = ticker.due(now) {
-            let tank = &mut tanks[i];
-            let level = TankLevel::new(tank.sim.advance(now));
-            sessions[i].publish(&tank.level_topic, level.to_json(), true);
-            let _ = writeln!(out, "tank {} {:.1}", tank.id, level.level);
+    let result = loop {
+        if let Some(ticker) = &mut ticker {
+            let now = Instant::now();
+            while let Some(i) = ticker.due(now) {
+                let tank = &mut tanks[i];
+                let level = TankLevel::new(tank.sim.advance(now));
+                sessions[i].publish(&tank.level_topic, level.to_json(), true);
+                let _ = writeln!(out, "tank {} {:.1}", tank.id, level.level);
+            }
         }
         let _ = out.flush();
-        match rx.recv_timeout(fleet::wait_for(ticker.next_deadline(), Instant::now())) {
-            Ok(Event::Message { session, msg }) => {
-                let Some(tank) = tanks.get_mut(session) else {
-                    continue;
-                };
-                if msg.topic() != tank.state_topic {
-                    continue;
-                }
-                match PumpState::try_from(msg.payload()) {
-                    Ok(state) => tank.sim.set_pump(state == PumpState::On, Instant::now()),
-                    Err(e) => warn!(
-                        "{}: {e}: {:?}; the simulated tank keeps the pump's last state",
-                        msg.topic(),
-                        payload::preview(msg.payload())
-                    ),
-                }
-            }
-            Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Event::Connected { .. } | Event::ConnectionLost { .. }) => {}
-            Err(RecvTimeoutError::Timeout) => {}
+        match inbox.next(ticker.as_ref().and_then(Ticker::next_deadline)) {
+            Next::Event(Event::Message(d)) => pump_state(&mut tanks, &d),
+            Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
+            Next::Event(_) | Next::Timeout => {}
+            Next::Stopped => break Ok(()),
         }
+    };
+    close_all(&sessions, inbox, |d| pump_state(&mut tanks, &d));
+    result
+}
+
+/// The pump's reported state, folded into its simulated tank.
+fn pump_state(tanks: &mut [Tank], d: &Delivery) {
+    let Some(tank) = tanks.get_mut(d.session) else {
+        return;
+    };
+    if d.topic() != tank.state_topic {
+        return;
     }
-    Ok(())
+    match PumpState::try_from(d.payload()) {
+        Ok(state) => tank.sim.set_pump(state == PumpState::On, Instant::now()),
+        Err(e) => warn!(
+            "{}: {e}: {:?}; the simulated tank keeps the pump's last state",
+            d.topic(),
+            payload::preview(d.payload())
+        ),
+    }
 }
 
 /// Reads stdin on a thread of its own (a read cannot be interrupted), and
@@ -218,13 +209,4 @@ fn feed_from_stdin(sessions: &Arc<Vec<Session>>, tanks: &[Tank], stop: &Stop) {
         info!("end of stdin: stopping");
         stop.request();
     });
-}
-
-fn wait_for_stop(stop: &Stop, rx: &Receiver<Event>) {
-    while !stop.is_requested() {
-        match rx.recv() {
-            Ok(Event::Stop) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
 }

@@ -10,9 +10,5 @@ use clap::Parser;
 
 fn main() {
     let args = tank_sensor::Args::parse();
-    pimqtt::logging::init(args.common.debug);
-    let (events, stop, rx) = pimqtt::connect::channel(tank_sensor::QUEUE);
-    let result = pimqtt::shutdown::stop_on_signals(&stop)
-        .and_then(|()| tank_sensor::run(&args, &events, &stop, &rx));
-    pimqtt::exit_with(result)
+    pimqtt::serve(args.common.debug, |inbox| tank_sensor::run(&args, inbox))
 }

@@ -8,17 +8,12 @@
 //! the book's behaviour by ending the process without a DISCONNECT.
 
 use std::io::Write;
-use std::sync::mpsc::Receiver;
 
 use clap::{ArgAction, Parser};
 use log::{info, warn};
 
-use pimqtt::connect::{Events, Will};
 use pimqtt::payload::{self, BadPayload};
-use pimqtt::{CommonArgs, Event, Session, SessionConfig, Stop};
-
-/// Events waiting for the loop; Paho's thread blocks beyond this.
-pub const QUEUE: usize = 256;
+use pimqtt::{CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig, Will};
 
 /// Shown after the flags in `--help`: the book's exercise with this program.
 const EXAMPLE: &str = "\
@@ -155,7 +150,7 @@ pub fn line(topic: &str, bytes: &[u8], verbose: bool) -> Result<String, BadPaylo
 /// Connects with the will, prints what arrives on `-t` until `-C N`
 /// messages have been printed or a graceful stop is requested, then
 /// disconnects cleanly (which cancels the will).
-pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     check_topic("-t", &args.topic, true)?;
     let will = will(args)?;
     info!(
@@ -174,43 +169,79 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
             will: Some(will),
             tag: 0,
         },
-        events,
+        inbox,
     )?;
-    if !session.start(stop)? {
-        return Ok(());
-    }
+    session.start();
 
-    let mut printed = 0u64;
-    let mut out = std::io::stdout();
-    for event in rx.iter() {
-        match event {
-            Event::Message { msg, .. } => match line(msg.topic(), msg.payload(), args.verbose) {
-                Ok(text) => {
-                    // A closed stdout (`| head`) ends the demo like -C does.
-                    if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
-                        break;
-                    }
-                    printed += 1;
-                    if args.count.is_some_and(|n| printed >= n) {
-                        info!("{printed} message(s) received: disconnecting cleanly (no will)");
-                        break;
-                    }
+    let mut printer = Printer {
+        printed: 0,
+        verbose: args.verbose,
+        count: args.count,
+        out: std::io::stdout(),
+    };
+    let result = loop {
+        match inbox.next(None) {
+            Next::Event(Event::Message(d)) => {
+                if printer.print(&d) {
+                    break Ok(());
                 }
-                Err(e) => warn!(
-                    "{}: {e}: {:?}; not printed",
-                    msg.topic(),
-                    payload::preview(msg.payload())
-                ),
-            },
-            Event::Stop => break,
-            Event::Connected { .. } | Event::ConnectionLost { .. } => {}
+            }
+            Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
+            Next::Event(_) | Next::Timeout => {}
+            Next::Stopped => break Ok(()),
         }
-        if stop.is_requested() {
-            break;
+    };
+    session.close(inbox, |d| {
+        printer.print(&d);
+    });
+    result
+}
+
+/// Prints what arrives, counting towards `-C`.
+struct Printer {
+    printed: u64,
+    verbose: bool,
+    count: Option<u64>,
+    out: std::io::Stdout,
+}
+
+impl Printer {
+    /// Prints one message; true when the demo is done (`-C` reached, or
+    /// stdout closed: `| head` ends the demo like -C does).
+    fn print(&mut self, d: &Delivery) -> bool {
+        if self.count.is_some_and(|n| self.printed >= n) {
+            // Arrived while disconnecting after -C: mosquitto_sub -C does
+            // not print those either.
+            return true;
+        }
+        match line(d.topic(), d.payload(), self.verbose) {
+            Ok(text) => {
+                if writeln!(self.out, "{text}")
+                    .and_then(|()| self.out.flush())
+                    .is_err()
+                {
+                    return true;
+                }
+                self.printed += 1;
+                if self.count.is_some_and(|n| self.printed == n) {
+                    info!(
+                        "{} message(s) received: disconnecting cleanly (no will)",
+                        self.printed
+                    );
+                    return true;
+                }
+                false
+            }
+            Err(e) => {
+                warn!(
+                    "{}: {e}: {:?}; not printed",
+                    d.topic(),
+                    payload::preview(d.payload())
+                );
+                false
+            }
         }
     }
-    session.close();
-    Ok(())
 }
 
 #[cfg(test)]

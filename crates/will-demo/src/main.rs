@@ -14,12 +14,12 @@ use clap::Parser;
 fn main() {
     let args = will_demo::Args::parse();
     pimqtt::logging::init(args.common.debug);
-    let (events, stop, rx) = pimqtt::connect::channel(will_demo::QUEUE);
+    let inbox = pimqtt::Inbox::new();
     let signals = if args.graceful {
-        pimqtt::shutdown::stop_on_signals(&stop)
+        pimqtt::shutdown::stop_on_signals(inbox.stop())
     } else {
         pimqtt::shutdown::on_signals(will_demo::drop_connection)
     };
-    let result = signals.and_then(|()| will_demo::run(&args, &events, &stop, &rx));
+    let result = signals.and_then(|()| will_demo::run(&args, &inbox));
     pimqtt::exit_with(result)
 }

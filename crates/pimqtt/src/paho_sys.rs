@@ -1,0 +1,46 @@
+//! The two calls into Paho C that its Rust wrapper does not offer; the only
+//! `unsafe` code in the project.
+
+use std::os::raw::c_char;
+
+/// Paho C initialises all of OpenSSL (every algorithm, every error string)
+/// when the first client is created, TLS or not: about 1.7 MiB resident for
+/// nothing when the broker is plain MQTT (README, "Measured").
+/// OpenSSL 1.1 and later initialise themselves on first use, so we tell
+/// Paho to leave it alone.
+pub(crate) fn skip_openssl_init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let id = [
+            b'M' as c_char,
+            b'Q' as c_char,
+            b'T' as c_char,
+            b'G' as c_char,
+        ];
+        let mut opts = paho_mqtt_sys::MQTTAsync_init_options {
+            struct_id: id,
+            struct_version: 0,
+            do_openssl_init: 0,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: runs once, before any client exists; Paho only reads the
+        // struct, which is valid for the duration of the call.
+        unsafe {
+            paho_mqtt_sys::MQTTAsync_global_init(&mut opts);
+        }
+    });
+}
+
+/// With `-d`, Paho C traces at its MEDIUM level (every loop turn); drop it
+/// to PROTOCOL: one line per packet sent or received, like `mosquitto_sub -d`.
+pub(crate) fn protocol_trace_only() {
+    if log::log_enabled!(target: "paho_mqtt_c", log::Level::Debug) {
+        #[allow(unsafe_code)]
+        // SAFETY: sets a global integer in Paho C; no pointers involved.
+        unsafe {
+            paho_mqtt_sys::MQTTAsync_setTraceLevel(
+                paho_mqtt_sys::MQTTASYNC_TRACE_LEVELS_MQTTASYNC_TRACE_PROTOCOL,
+            );
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One MQTT connection with the behaviour SPEC asks of every program:
+//! durable session and QoS 2 by default, our persistence log, TLS and
+//! passwords, reconnects on our schedule, availability (`online` on connect,
+//! retained `offline` will, `offline` before a clean disconnect),
+//! subscriptions re-made on every connect, and messages handed to the
+//! program one at a time, each completed with the broker only once applied.
+//!
+//! A [`Session`] never calls into Paho from the program's thread: it queues
+//! work for the process's [worker](crate::worker) (why: see there), and
+//! Paho's callbacks turn into [`Event`]s in the program's [`Inbox`].
+
+use std::fmt;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use paho_mqtt as mqtt;
+
+use crate::cli::CommonArgs;
+use crate::error::ConnectError;
+use crate::events::{Delivery, Event, EventSender, Inbox};
+use crate::options::{self, SessionConfig};
+use crate::worker::{Job, Worker};
+
+/// What the worker and Paho's callbacks need of a session.
+pub(crate) struct Core {
+    pub(crate) key: usize,
+    pub(crate) client: mqtt::AsyncClient,
+    pub(crate) connect: mqtt::ConnectOptions,
+    pub(crate) client_id: String,
+    pub(crate) uri: String,
+    pub(crate) tag: usize,
+    pub(crate) status_topic: Option<String>,
+    pub(crate) qos: i32,
+    pub(crate) events: EventSender,
+    target: Target,
+}
+
+/// What [`diagnose`] needs to explain a failed connect.
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+    /// Whether -u was given: turns "not authorised" into a hint about the
+    /// password rather than about a missing one.
+    has_user: bool,
+}
+
+/// A program's handle on one connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Session {
+    core: Arc<Core>,
+    worker: Worker,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("uri", &self.core.uri)
+            .field("client_id", &self.core.client_id)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Builds the client (nothing is sent yet). Files named by flags and the
+    /// state directory are checked here, so a typo is reported before any
+    /// network activity.
+    pub fn new(
+        common: &CommonArgs,
+        config: SessionConfig,
+        inbox: &Inbox,
+    ) -> Result<Session, ConnectError> {
+        let client_id = common
+            .client_id
+            .clone()
+            .unwrap_or_else(|| config.default_client_id.clone());
+        let opts = options::build(common, &config, client_id)?;
+        writable_state_dir(common)?;
+        crate::paho_sys::skip_openssl_init();
+        let client = mqtt::AsyncClient::new(opts.create).map_err(|e| {
+            ConnectError::Config(format!(
+                "cannot create an MQTT client for {}: {e}",
+                opts.uri
+            ))
+        })?;
+        crate::paho_sys::protocol_trace_only();
+        let core = Arc::new(Core {
+            key: Worker::key(),
+            client,
+            connect: opts.connect,
+            client_id: opts.client_id,
+            uri: opts.uri,
+            tag: config.tag,
+            status_topic: config.status_topic,
+            qos: common.qos,
+            events: inbox.sender(),
+            target: Target {
+                tls: common.tls(),
+                host: common.host.clone(),
+                port: common.port(),
+                has_user: common.username.is_some(),
+            },
+        });
+        let worker = Worker::get();
+        install_callbacks(&core, config.subscriptions, worker.clone());
+        Ok(Session { core, worker })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.core.client_id
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.core.uri
+    }
+
+    pub fn qos(&self) -> i32 {
+        self.core.qos
+    }
+
+    /// Starts connecting, in the background: the program's loop hears
+    /// [`Event::Connected`], or [`Event::Failed`] when the broker refuses us
+    /// (retrying cannot fix a wrong password). A broker that is not there
+    /// is retried on the reconnect schedule (one still starting at boot is
+    /// normal).
+    pub fn connect(&self) {
+        self.worker.send(Job::Add(self.core.clone()));
+    }
+
+    /// [`connect`](Session::connect), saying where to first.
+    pub fn start(&self) {
+        info!("{} connecting to {}", self.core.client_id, self.core.uri);
+        self.connect();
+    }
+
+    /// Queues a publication with the session's QoS; Paho delivers it (and
+    /// keeps it across restarts when QoS > 0). Never blocks.
+    pub fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retained: bool) {
+        debug!(
+            "publish {topic} (q{}, r{})",
+            self.core.qos,
+            u8::from(retained)
+        );
+        let msg = options::message(topic, payload, self.core.qos, retained);
+        self.worker.send(Job::Publish(self.core.key, msg));
+    }
+
+    /// The graceful end of one session; see [`close_all`].
+    pub fn close(&self, inbox: &Inbox, apply: impl FnMut(Delivery)) {
+        close_all(std::slice::from_ref(self), inbox, apply);
+    }
+}
+
+/// The graceful end: `offline` on each status topic, then DISCONNECT, so
+/// the broker drops the wills. Messages that arrive meanwhile are handed to
+/// `apply` (each was already accepted from the broker and must be acted on,
+/// or it would be lost); other events are dropped.
+pub fn close_all(sessions: &[Session], inbox: &Inbox, mut apply: impl FnMut(Delivery)) {
+    let Some(first) = sessions.first() else {
+        return;
+    };
+    first
+        .worker
+        .send(Job::Close(sessions.iter().map(|s| s.core.key).collect()));
+    let mut open = sessions.len();
+    // The worker gives up on the broker within seconds; this only guards
+    // against a worker that is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open > 0 {
+        match inbox.next_event(deadline) {
+            Some(Event::Message(d)) => apply(d),
+            Some(Event::Closed { .. }) => open -= 1,
+            Some(_) => {}
+            None => {
+                warn!("closing the connection took too long; leaving anyway");
+                return;
+            }
+        }
+    }
+}
+
+/// Refuses a state directory we cannot write at start, naming it: Paho would
+/// only say "Persistence error" at the first message.
+fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
+    let dir = common.state_dir();
+    let fail = |e: std::io::Error| {
+        ConnectError::Config(format!(
+            "cannot write the state directory {} ({e}): give a writable one with \
+             --state-dir, or fix its permissions",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// What a failed connect means: something to fix (fatal), or a broker not
+/// there yet (retry).
+pub(crate) enum Diagnosis {
+    Fatal(ConnectError),
+    Retry(String),
+}
+
+pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
+    let t = &core.target;
+    if let mqtt::Error::ConnectReturn(code) = err {
+        use mqtt::ConnectReturnCode::*;
+        let why = match code {
+            BadUserNameOrPassword => {
+                "the user name or password is wrong (check -u and -P/--pw-file/MQTT_PASSWORD)"
+            }
+            // Mosquitto 2.x answers a wrong password with this code too.
+            NotAuthorized if t.has_user => {
+                "the user name or password is wrong, or this user may not connect (check -u \
+                 and -P/--pw-file/MQTT_PASSWORD)"
+            }
+            NotAuthorized => {
+                "this client is not authorised (the broker needs a user name and password: -u/-P)"
+            }
+            IdentifierRejected => "the client id was rejected (choose another with -i)",
+            UnacceptableProtocolVersion => "the broker does not speak MQTT 3.1.1",
+            _ => "",
+        };
+        if !why.is_empty() {
+            return Diagnosis::Fatal(ConnectError::Refused(format!(
+                "the broker at {} refused the connection: {why}",
+                core.uri
+            )));
+        }
+    }
+    let reachable = tcp_reachable(&t.host, t.port);
+    if t.tls && reachable {
+        return Diagnosis::Fatal(ConnectError::Refused(format!(
+            "TLS connection to {} failed ({err}): the broker's certificate is not signed by \
+             --cafile or does not name host {:?}, or port {} is not a TLS listener",
+            core.uri, t.host, t.port
+        )));
+    }
+    Diagnosis::Retry(if reachable {
+        // Something listens but dropped us: a broker still starting, or a
+        // TLS listener spoken to in plain MQTT.
+        format!(
+            "broker at {} closed the connection ({err}); if port {} is a TLS listener, add \
+             --cafile",
+            core.uri, t.port
+        )
+    } else {
+        format!("broker at {} not reachable ({err})", core.uri)
+    })
+}
+
+/// Is anything listening at host:port? Tells a TLS refusal from a broker
+/// that is simply not running.
+fn tcp_reachable(host: &str, port: u16) -> bool {
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+/// Paho's callbacks run on its receive thread, holding its lock: they may
+/// call the client (Paho allows that from a callback) but must not wait for
+/// anything that waits for Paho; delivering a message waits only for the
+/// program's loop, which never calls Paho.
+fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
+    let client = &core.client;
+    let (tag, qos, key) = (core.tag, core.qos, core.key);
+    let status = core.status_topic.clone();
+    let events = core.events.clone();
+    client.set_connected_callback(move |cli| {
+        // Paho does not restore subscriptions after a reconnect, and a
+        // clean session has none: subscribe every time.
+        if !subs.is_empty() {
+            let qoss = vec![qos; subs.len()];
+            drop(cli.subscribe_many(&subs, &qoss));
+            debug!("subscribe {subs:?} (q{qos})");
+        }
+        if let Some(topic) = &status {
+            let msg = options::message(topic, "online", qos, true);
+            if let Err(e) = cli.try_publish(msg) {
+                warn!("could not publish online to {topic}: {e}");
+            }
+        }
+        events.send(Event::Connected { session: tag });
+    });
+    let events = core.events.clone();
+    client.set_connection_lost_callback(move |cli| {
+        warn!(
+            "{} lost the connection to {}; reconnecting",
+            cli.client_id(),
+            cli.server_uri()
+        );
+        worker.send(Job::Lost(key));
+        events.send(Event::ConnectionLost { session: tag });
+    });
+    let events = core.events.clone();
+    client.set_message_callback(move |_, msg| {
+        if let Some(msg) = msg {
+            events.deliver(tag, msg);
+        }
+    });
+}

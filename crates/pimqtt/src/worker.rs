@@ -1,0 +1,336 @@
+//! One thread per process that makes every call into Paho that is not made
+//! from Paho's own callbacks: connecting and reconnecting on our schedule,
+//! publishing, closing.
+//!
+//! Why one thread and not "call Paho from wherever":
+//! - Paho runs our message callback on its receive thread while holding its
+//!   global lock, and that callback waits for the program to apply the
+//!   message (see [`events`](crate::events)). A program thread that called
+//!   into Paho at that moment would wait for the same lock: a deadlock. So a
+//!   program only *queues* work here and never blocks on Paho.
+//! - Every session of a fleet (`--count 1000`) shares this thread instead of
+//!   having a reconnect thread each.
+//! - Calls into one client come from one thread of ours, never from two at
+//!   once (Paho C has had crashes from concurrent calls during reconnects,
+//!   eclipse-paho/paho.mqtt.c#1459 and others).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use paho_mqtt as mqtt;
+
+use crate::events::Event;
+use crate::options::OP_TIMEOUT;
+use crate::session::{diagnose, Core, Diagnosis};
+
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often pending connects are looked at.
+const POLL: Duration = Duration::from_millis(10);
+/// A connection dropped sooner than this after it was made counts as a
+/// "kick" (another client with our id takes the session over).
+const SHORT_LIVED: Duration = Duration::from_secs(10);
+/// Kicks in a row before we say so and back off.
+const KICKS: u32 = 3;
+
+/// The wait before reconnect attempt `n` (from 0): 1 s for the first ten, so
+/// a device is back within about a second of a broker restart or a network
+/// blip, then doubling up to 30 s so a long outage costs little. (Paho's own
+/// automatic reconnect doubles from the first failure: 1, 2, 4 s… which left
+/// clients away for seconds after a broker that restarted in a fraction of one.)
+pub fn retry_delay(attempt: u32) -> Duration {
+    if attempt < 10 {
+        RETRY_FIRST
+    } else {
+        (RETRY_FIRST * (1u32 << (attempt - 9).min(5))).min(RETRY_MAX)
+    }
+}
+
+pub(crate) enum Job {
+    /// A new session: connect it now, and again whenever it is lost.
+    Add(Arc<Core>),
+    Lost(usize),
+    Publish(usize, mqtt::Message),
+    /// `offline`, DISCONNECT, then [`Event::Closed`] for each.
+    Close(Vec<usize>),
+}
+
+/// The handle programs' sessions use to queue work.
+#[derive(Debug, Clone)]
+pub(crate) struct Worker {
+    tx: Sender<Job>,
+}
+
+impl Worker {
+    /// The process's worker, started on first use.
+    pub(crate) fn get() -> Worker {
+        static WORKER: OnceLock<Worker> = OnceLock::new();
+        WORKER
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::channel();
+                // A thread that cannot start leaves jobs unread: the
+                // program then sees no connection and says so.
+                if let Err(e) = std::thread::Builder::new()
+                    .name("mqtt-worker".into())
+                    .spawn(move || run(&rx))
+                {
+                    warn!("cannot start the MQTT worker thread: {e}");
+                }
+                Worker { tx }
+            })
+            .clone()
+    }
+
+    pub(crate) fn send(&self, job: Job) {
+        let _ = self.tx.send(job);
+    }
+
+    /// A key for a new session, unique in the process.
+    pub(crate) fn key() -> usize {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+enum State {
+    /// Next attempt at `at`.
+    Waiting {
+        at: Instant,
+    },
+    Connecting {
+        token: mqtt::Token,
+    },
+    Connected {
+        since: Instant,
+    },
+    /// Refused for good; nothing more is tried.
+    Failed,
+}
+
+struct Link {
+    core: Arc<Core>,
+    state: State,
+    /// Failed attempts since the last success.
+    attempt: u32,
+    /// Short-lived connections in a row.
+    kicks: u32,
+    /// Whether a connection was ever made (first connect or reconnect).
+    ever: bool,
+    told_kicks: bool,
+}
+
+fn run(rx: &Receiver<Job>) {
+    let mut links: HashMap<usize, Link> = HashMap::new();
+    loop {
+        let wake = next_wake(&links);
+        let job = match wake {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match job {
+            Ok(job) => handle(job, &mut links),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Take what else is queued before looking at timers, so a burst of
+        // publications does not wait for a poll each.
+        while let Ok(job) = rx.try_recv() {
+            handle(job, &mut links);
+        }
+        step(&mut links, Instant::now());
+    }
+}
+
+fn next_wake(links: &HashMap<usize, Link>) -> Option<Instant> {
+    links
+        .values()
+        .filter_map(|l| match l.state {
+            State::Waiting { at } => Some(at),
+            State::Connecting { .. } => Some(Instant::now() + POLL),
+            State::Connected { .. } | State::Failed => None,
+        })
+        .min()
+}
+
+fn handle(job: Job, links: &mut HashMap<usize, Link>) {
+    match job {
+        Job::Add(core) => {
+            links.insert(
+                core.key,
+                Link {
+                    core,
+                    state: State::Waiting { at: Instant::now() },
+                    attempt: 0,
+                    kicks: 0,
+                    ever: false,
+                    told_kicks: false,
+                },
+            );
+        }
+        Job::Lost(key) => {
+            if let Some(link) = links.get_mut(&key) {
+                lost(link, Instant::now());
+            }
+        }
+        Job::Publish(key, msg) => {
+            if let Some(link) = links.get(&key) {
+                let topic = msg.topic().to_string();
+                if let Err(e) = link.core.client.try_publish(msg) {
+                    warn!("could not queue a message for {topic}: {e}");
+                }
+            }
+        }
+        Job::Close(keys) => close(&keys, links),
+    }
+}
+
+/// A connection went away: back on [`retry_delay`]'s schedule, unless it keeps
+/// being taken over, which is said once and slowed down.
+fn lost(link: &mut Link, now: Instant) {
+    let short = matches!(link.state, State::Connected { since } if now - since < SHORT_LIVED);
+    link.kicks = if short { link.kicks + 1 } else { 0 };
+    let delay = if link.kicks >= KICKS {
+        if !link.told_kicks {
+            link.told_kicks = true;
+            let id = &link.core.client_id;
+            warn!(
+                "{id}: the broker keeps closing this connection right after it is made; \
+                 another client is probably using the client id {id:?} (a service and a \
+                 manual run?). Stop the other one, or give this one its own id with -i. \
+                 Retrying less often meanwhile"
+            );
+        }
+        retry_delay(9 + link.kicks - KICKS + 1)
+    } else {
+        retry_delay(0)
+    };
+    link.state = State::Waiting { at: now + delay };
+}
+
+fn step(links: &mut HashMap<usize, Link>, now: Instant) {
+    for link in links.values_mut() {
+        match &mut link.state {
+            State::Waiting { at } if *at <= now => {
+                let token = link.core.client.connect(link.core.connect.clone());
+                link.state = State::Connecting { token };
+            }
+            State::Connecting { token } => {
+                let Some(result) = token.try_wait() else {
+                    continue;
+                };
+                attempted(link, result, now);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: Instant) {
+    let core = &link.core;
+    match result {
+        Ok(rsp) => {
+            let kept = rsp.connect_response().is_some_and(|r| r.session_present);
+            info!(
+                "{} connected to {} ({})",
+                core.client_id,
+                core.uri,
+                if kept {
+                    "the broker kept our session"
+                } else {
+                    "new session"
+                }
+            );
+            link.ever = true;
+            link.attempt = 0;
+            link.state = State::Connected { since: now };
+        }
+        Err(e) => match diagnose(core, &e) {
+            Diagnosis::Fatal(error) => {
+                core.events.send(Event::Failed {
+                    session: core.tag,
+                    error,
+                });
+                link.state = State::Failed;
+            }
+            Diagnosis::Retry(why) => {
+                let delay = if link.kicks >= KICKS {
+                    retry_delay(9 + link.kicks - KICKS + 1)
+                } else {
+                    retry_delay(link.attempt)
+                };
+                link.attempt += 1;
+                warn!("{why}; retrying in {}s", delay.as_secs());
+                link.state = State::Waiting { at: now + delay };
+            }
+        },
+    }
+}
+
+/// Closes sessions together: every `offline` first, then every DISCONNECT,
+/// each step waiting for the broker at most a few seconds for all of them,
+/// so closing a fleet of a thousand takes about as long as closing one.
+fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
+    let closing: Vec<Link> = keys.iter().filter_map(|k| links.remove(k)).collect();
+    let connected: Vec<&Link> = closing
+        .iter()
+        .filter(|l| l.core.client.is_connected())
+        .collect();
+    let offline: Vec<(&Link, mqtt::DeliveryToken)> = connected
+        .iter()
+        .filter_map(|l| {
+            let topic = l.core.status_topic.as_ref()?;
+            let msg = crate::options::message(topic, "offline", l.core.qos, true);
+            Some((*l, l.core.client.publish(msg)))
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(3);
+    for (l, token) in offline {
+        if token
+            .wait_for(until.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            warn!(
+                "{}: could not publish offline before disconnecting",
+                l.core.client_id
+            );
+        }
+    }
+    let opts = mqtt::DisconnectOptionsBuilder::new()
+        .timeout(Duration::from_secs(2))
+        .finalize();
+    let tokens: Vec<(&Link, mqtt::Token)> = connected
+        .iter()
+        .map(|l| (*l, l.core.client.disconnect(opts.clone())))
+        .collect();
+    let until = Instant::now() + OP_TIMEOUT / 2;
+    for (l, token) in tokens {
+        if let Err(e) = token.wait_for(until.saturating_duration_since(Instant::now())) {
+            warn!("disconnect from {} did not complete: {e}", l.core.uri);
+        }
+    }
+    for l in &closing {
+        info!("{} disconnected", l.core.client_id);
+        l.core.events.send(Event::Closed {
+            session: l.core.tag,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_every_second_then_back_off_to_30s() {
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+        assert_eq!(retry_delay(9), Duration::from_secs(1));
+        assert_eq!(retry_delay(10), Duration::from_secs(2));
+        assert_eq!(retry_delay(13), Duration::from_secs(16));
+        assert_eq!(retry_delay(14), Duration::from_secs(30));
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
+    }
+}
