@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args};
 
-use crate::persist::SyncMode;
+use crate::store::SyncMode;
 
 /// Broker connection and session flags (SPEC, "Common to every binary").
 #[derive(Debug, Clone, Args)]

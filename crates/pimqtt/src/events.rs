@@ -2,32 +2,44 @@
 //!
 //! Paho calls us on its receive thread; [`Inbox::next`] hands each of those
 //! calls to the program's own thread, so a program's state lives on one
-//! thread. A message is handed over as a [`Delivery`], and Paho's thread
-//! waits until the program has dropped it: Paho calls us on PUBREL, before it
-//! forgets the message and sends PUBCOMP, so waiting there means the broker
-//! hears "done" only once the program has acted on the message (SPEC: "a
-//! message is delivered when the program has acted on it"). The same wait is
-//! the back-pressure: Paho reads no further while the program is busy, so
-//! memory stays bounded however fast the broker sends.
+//! thread. A message is handed over as a [`Delivery`]: Paho calls us on
+//! PUBREL, before it forgets the message and sends PUBCOMP, and the message
+//! is in the program's [journal](crate::journal) before we return, so the
+//! broker hears "done" only once the message is safe with us; dropping the
+//! `Delivery` marks it applied (SPEC: "a message is delivered when the
+//! program has acted on it"). Paho's thread waits while too many are
+//! pending, so memory stays bounded however fast the broker sends.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use paho_mqtt as mqtt;
 
 use crate::error::ConnectError;
+use crate::journal::{Entry, Journal};
+use crate::store::SyncMode;
 
-/// One message, handed to the program. Paho's thread is released (and the
-/// broker told PUBCOMP) when this is dropped, so drop it once the message
-/// has been applied; the program's loop never keeps one.
+/// One message, handed to the program. Dropping it marks it applied, so
+/// drop it once the message has been acted on; the program's loop never
+/// keeps one. Not dropped (a crash), it is handed over again at the next
+/// start.
 #[derive(Debug)]
 pub struct Delivery {
     /// Which of the program's sessions it came from (its `tag`).
     pub session: usize,
     pub msg: mqtt::Message,
-    _done: SyncSender<()>,
+    applied: Option<(u64, Arc<Journal>)>,
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some((seq, journal)) = &self.applied {
+            journal.applied(*seq);
+        }
+    }
 }
 
 impl Delivery {
@@ -102,6 +114,8 @@ impl std::fmt::Debug for Item {
 #[derive(Debug, Clone)]
 pub(crate) struct EventSender {
     tx: Sender<Item>,
+    journal: Arc<OnceLock<Arc<Journal>>>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl EventSender {
@@ -109,19 +123,72 @@ impl EventSender {
         let _ = self.tx.send(Item::Event(ev));
     }
 
-    /// Hands a message to the program and waits until it has been applied
-    /// (the [`Delivery`] dropped). Returns at once if the program's loop is
-    /// gone (the process is ending).
-    pub(crate) fn deliver(&self, session: usize, msg: mqtt::Message) {
-        let (done, applied) = mpsc::sync_channel(0);
-        let delivery = Delivery {
+    /// Writes a message to the journal and hands it to the program. Waits
+    /// (back-pressure) while the program has too many pending, unless it is
+    /// stopping.
+    pub(crate) fn deliver(&self, session: usize, client_id: &str, msg: mqtt::Message) {
+        let applied = self.journal.get().and_then(|journal| {
+            let entry = Entry {
+                client_id: client_id.to_string(),
+                topic: msg.topic().to_string(),
+                payload: msg.payload().to_vec(),
+                qos: msg.qos() as i32,
+                retained: msg.retained(),
+            };
+            let seq = journal.record(&entry, || self.stopping.load(Ordering::SeqCst))?;
+            Some((seq, journal.clone()))
+        });
+        let _ = self.tx.send(Item::Event(Event::Message(Delivery {
             session,
             msg,
-            _done: done,
+            applied,
+        })));
+    }
+
+    /// The program's journal, opened by the first session (the others share
+    /// it), and told which client id is which session.
+    pub(crate) fn open_journal(
+        &self,
+        path: PathBuf,
+        sync: SyncMode,
+        client_id: &str,
+        tag: usize,
+    ) -> std::io::Result<()> {
+        let journal = match self.journal.get() {
+            Some(j) => j,
+            None => {
+                let j = Arc::new(Journal::open(path, sync)?);
+                self.journal.get_or_init(|| j)
+            }
         };
-        if self.tx.send(Item::Event(Event::Message(delivery))).is_ok() {
-            // Err (the sender dropped) is the signal: nothing is ever sent.
-            let _ = applied.recv();
+        journal.register(client_id, tag);
+        Ok(())
+    }
+
+    /// Hands over, once, what a previous run left unapplied.
+    pub(crate) fn replay(&self) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        let old = journal.take_replay();
+        if !old.is_empty() {
+            log::info!(
+                "{} message(s) received before the last stop or crash come first",
+                old.len()
+            );
+        }
+        for (seq, session, entry) in old {
+            let _ = self.tx.send(Item::Event(Event::Message(Delivery {
+                session,
+                msg: entry.message(),
+                applied: Some((seq, journal.clone())),
+            })));
+        }
+    }
+
+    pub(crate) fn flush_journal(&self) {
+        if let Some(j) = self.journal.get() {
+            j.flush();
         }
     }
 }
@@ -132,6 +199,16 @@ impl EventSender {
 pub struct Stop {
     flag: Arc<AtomicBool>,
     tx: Sender<Item>,
+}
+
+/// A delivery with no journal behind it (tests of the loop's plumbing).
+#[cfg(test)]
+fn bare(session: usize, msg: mqtt::Message) -> Delivery {
+    Delivery {
+        session,
+        msg,
+        applied: None,
+    }
 }
 
 impl Stop {
@@ -154,13 +231,18 @@ impl Default for Inbox {
 impl Inbox {
     pub fn new() -> Inbox {
         let (tx, rx) = mpsc::channel();
+        let flag = Arc::new(AtomicBool::new(false));
         let stop = Stop {
-            flag: Arc::new(AtomicBool::new(false)),
+            flag: flag.clone(),
             tx: tx.clone(),
         };
         Inbox {
             rx,
-            tx: EventSender { tx },
+            tx: EventSender {
+                tx,
+                journal: Arc::new(OnceLock::new()),
+                stopping: flag,
+            },
             stop,
         }
     }
@@ -233,25 +315,19 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_holds_the_sender_until_dropped() {
+    fn events_arrive_in_order_and_a_timeout_says_so() {
         let inbox = Inbox::new();
         let tx = inbox.sender();
-        let applied = Arc::new(AtomicBool::new(false));
-        let seen = applied.clone();
-        let paho = std::thread::spawn(move || {
-            tx.deliver(3, mqtt::Message::new("led", "1", 2));
-            // Returns only after the program dropped the delivery.
-            assert!(seen.load(Ordering::SeqCst), "released before applied");
-        });
+        tx.send(Event::Message(bare(3, mqtt::Message::new("led", "1", 2))));
+        tx.send(Event::Connected { session: 3 });
         match inbox.next(after(Duration::from_secs(10))) {
-            Next::Event(Event::Message(d)) => {
-                assert_eq!((d.session, d.topic()), (3, "led"));
-                applied.store(true, Ordering::SeqCst);
-                drop(d);
-            }
+            Next::Event(Event::Message(d)) => assert_eq!((d.session, d.topic()), (3, "led")),
             other => panic!("expected a message, got {other:?}"),
         }
-        paho.join().expect("paho thread");
+        assert!(matches!(
+            inbox.next(None),
+            Next::Event(Event::Connected { session: 3 })
+        ));
         assert!(matches!(
             inbox.next(after(Duration::from_millis(10))),
             Next::Timeout

@@ -12,8 +12,10 @@
 //!   of a failed connect.
 //! - `worker` (private): the one thread per process that calls Paho outside
 //!   its callbacks: connects, reconnects on our schedule, publishes, closes.
-//! - [`persist`]: Paho client persistence, an append-only log per client,
-//!   and `--sync`.
+//! - [`store`]: an append-only file of keyed records, and `--sync`.
+//! - [`persist`]: Paho client persistence on a store, one per client.
+//! - `journal` (private): the inbox journal on a store: messages received
+//!   but not yet applied survive a stop or a crash.
 //! - [`paho_sys`] (private): the two `unsafe` calls into Paho C.
 //! - [`error`]: [`ConnectError`] and the [`ExitCode`]s.
 //! - [`fleet`]: for `--count N` programs: many sessions, staggered timers.
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod error;
 pub mod events;
 pub mod fleet;
+mod journal;
 pub mod logging;
 pub mod options;
 mod paho_sys;
@@ -35,6 +38,7 @@ pub mod payload;
 pub mod persist;
 pub mod session;
 pub mod shutdown;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod topics;
@@ -45,6 +49,7 @@ pub use error::{ConnectError, ExitCode};
 pub use events::{Delivery, Event, Inbox, Next, Stop};
 pub use options::{SessionConfig, Will};
 pub use session::Session;
+pub use store::SyncMode;
 pub use worker::retry_delay;
 
 /// Payloads above this size are refused before parsing (SPEC: "oversized").

@@ -78,6 +78,20 @@ impl Session {
             .unwrap_or_else(|| config.default_client_id.clone());
         let opts = options::build(common, &config, client_id)?;
         writable_state_dir(common)?;
+        let journal = common.state_dir().join(crate::persist::file_name(
+            &opts.client_id,
+            &opts.uri,
+            "inbox",
+        ));
+        inbox
+            .sender()
+            .open_journal(journal.clone(), common.sync, &opts.client_id, config.tag)
+            .map_err(|e| {
+                ConnectError::Config(format!(
+                    "cannot open {} ({e}): give a writable --state-dir",
+                    journal.display()
+                ))
+            })?;
         crate::paho_sys::skip_openssl_init();
         let client = mqtt::AsyncClient::new(opts.create).map_err(|e| {
             ConnectError::Config(format!(
@@ -126,6 +140,8 @@ impl Session {
     /// is retried on the reconnect schedule (one still starting at boot is
     /// normal).
     pub fn connect(&self) {
+        // What a previous run left unapplied comes before anything new.
+        self.core.events.replay();
         self.worker.send(Job::Add(self.core.clone()));
     }
 
@@ -154,9 +170,10 @@ impl Session {
 }
 
 /// The graceful end: `offline` on each status topic, then DISCONNECT, so
-/// the broker drops the wills. Messages that arrive meanwhile are handed to
-/// `apply` (each was already accepted from the broker and must be acted on,
-/// or it would be lost); other events are dropped.
+/// the broker drops the wills. Messages that arrive meanwhile, and those
+/// still waiting in the inbox, are handed to `apply`: the broker already
+/// counts them as ours (they are in the journal, so a program that does not
+/// get this far applies them at its next start).
 pub fn close_all(sessions: &[Session], inbox: &Inbox, mut apply: impl FnMut(Delivery)) {
     let Some(first) = sessions.first() else {
         return;
@@ -175,10 +192,16 @@ pub fn close_all(sessions: &[Session], inbox: &Inbox, mut apply: impl FnMut(Deli
             Some(_) => {}
             None => {
                 warn!("closing the connection took too long; leaving anyway");
-                return;
+                break;
             }
         }
     }
+    while let Some(ev) = inbox.next_event(Instant::now()) {
+        if let Event::Message(d) = ev {
+            apply(d);
+        }
+    }
+    first.core.events.flush_journal();
 }
 
 /// Refuses a state directory we cannot write at start, naming it: Paho would
@@ -267,8 +290,8 @@ fn tcp_reachable(host: &str, port: u16) -> bool {
 
 /// Paho's callbacks run on its receive thread, holding its lock: they may
 /// call the client (Paho allows that from a callback) but must not wait for
-/// anything that waits for Paho; delivering a message waits only for the
-/// program's loop, which never calls Paho.
+/// anything that waits for Paho; delivering a message waits (when too many
+/// are pending) only for the program's loop, which never calls Paho.
 fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
     let client = &core.client;
     let (tag, qos, key) = (core.tag, core.qos, core.key);
@@ -301,9 +324,10 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
         events.send(Event::ConnectionLost { session: tag });
     });
     let events = core.events.clone();
+    let client_id = core.client_id.clone();
     client.set_message_callback(move |_, msg| {
         if let Some(msg) = msg {
-            events.deliver(tag, msg);
+            events.deliver(tag, &client_id, msg);
         }
     });
 }

@@ -482,3 +482,44 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// What a fault test found when it compared what a program applied with
+/// what was sent, both in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Sent but never applied.
+    pub lost: usize,
+    /// Applied again right after itself (a crash repeats the message being
+    /// applied).
+    pub duplicated: usize,
+    /// Applied again later, after others (only a sequence of unique values
+    /// tells these from losses: a broker re-sending old messages).
+    pub replayed: usize,
+    /// Applied where it does not belong: out of order, or never sent.
+    pub misplaced: usize,
+}
+
+impl Audit {
+    /// Walks `applied` along `sent`. `sent` must never hold the same value
+    /// twice in a row, so that a repeat is told from the next message.
+    pub fn of<T: PartialEq>(sent: &[T], applied: &[T]) -> Audit {
+        let mut audit = Audit::default();
+        let mut next = 0;
+        for v in applied {
+            if next < sent.len() && *v == sent[next] {
+                next += 1;
+            } else if next > 0 && *v == sent[next - 1] {
+                audit.duplicated += 1;
+            } else if sent[..next.saturating_sub(1)].contains(v) {
+                audit.replayed += 1;
+            } else if let Some(k) = (next..sent.len()).find(|&k| sent[k] == *v) {
+                audit.lost += k - next;
+                next = k + 1;
+            } else {
+                audit.misplaced += 1;
+            }
+        }
+        audit.lost += sent.len() - next;
+        audit
+    }
+}

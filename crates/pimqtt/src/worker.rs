@@ -271,36 +271,31 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
 }
 
 /// Closes sessions together: every `offline` first, then every DISCONNECT,
-/// each step waiting for the broker at most a few seconds for all of them,
-/// so closing a fleet of a thousand takes about as long as closing one.
+/// each step waiting at most a few seconds for all of them, so closing a
+/// fleet of a thousand takes about as long as closing one.
 fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
     let closing: Vec<Link> = keys.iter().filter_map(|k| links.remove(k)).collect();
     let connected: Vec<&Link> = closing
         .iter()
         .filter(|l| l.core.client.is_connected())
         .collect();
-    let offline: Vec<(&Link, mqtt::DeliveryToken)> = connected
-        .iter()
-        .filter_map(|l| {
-            let topic = l.core.status_topic.as_ref()?;
-            let msg = crate::options::message(topic, "offline", l.core.qos, true);
-            Some((*l, l.core.client.publish(msg)))
-        })
-        .collect();
-    let until = Instant::now() + Duration::from_secs(3);
-    for (l, token) in offline {
-        if token
-            .wait_for(until.saturating_duration_since(Instant::now()))
-            .is_err()
-        {
-            warn!(
-                "{}: could not publish offline before disconnecting",
-                l.core.client_id
-            );
+    for l in &connected {
+        if let Some(topic) = &l.core.status_topic {
+            // QoS 0, not waited for, DISCONNECT right behind it: a broker
+            // streaming a backlog at us answers only after what it has
+            // already queued (hundreds of milliseconds or more), and a stop
+            // must take effect now. The broker reads both in order on this
+            // connection; were it lost first, the will says the same.
+            let msg = crate::options::message(topic, "offline", 0, true);
+            if let Err(e) = l.core.client.try_publish(msg) {
+                warn!("{}: could not publish offline: {e}", l.core.client_id);
+            }
         }
     }
+    // No grace period: our own publications still in flight are in the
+    // persistence log and go out again at the next connect.
     let opts = mqtt::DisconnectOptionsBuilder::new()
-        .timeout(Duration::from_secs(2))
+        .timeout(Duration::ZERO)
         .finalize();
     let tokens: Vec<(&Link, mqtt::Token)> = connected
         .iter()

@@ -1,0 +1,241 @@
+//! The program's inbox journal: every message Paho hands us is written
+//! here before Paho completes it with the broker, and marked applied once
+//! the program has acted on it.
+//!
+//! Why, rather than keeping Paho's thread waiting until the program applied
+//! the message: Paho calls us holding its one global lock, so a waiting
+//! callback holds it too, and then nothing else reaches the broker (no
+//! `offline`, no DISCONNECT, no publication of the program's) until the
+//! broker stops sending. With the journal the callback costs one write, a
+//! stop takes effect at once, and what the broker already handed over is
+//! safe on disk: a crash (or a stop before it was applied) loses nothing,
+//! since the next start applies what is left, in order, before anything new.
+//! A crash while a message is being applied repeats that one message.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+
+use log::warn;
+use paho_mqtt as mqtt;
+
+use crate::store::{Store, SyncMode};
+
+/// Messages handed over but not yet applied before Paho's thread waits
+/// (back-pressure: a slow program slows the broker down; memory stays
+/// bounded). Not applied while stopping: a stop must not wait.
+pub(crate) const ROOM: usize = 256;
+
+/// One journal per program (every session of a fleet shares it).
+#[derive(Debug)]
+pub(crate) struct Journal {
+    state: Mutex<State>,
+    room: Condvar,
+}
+
+#[derive(Debug)]
+struct State {
+    store: Store,
+    next: u64,
+    /// Handed over, not yet applied.
+    pending: usize,
+    /// Client id → session tag, for replay.
+    sessions: HashMap<String, usize>,
+    replayed: bool,
+}
+
+/// A message as the journal keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) client_id: String,
+    pub(crate) topic: String,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) qos: i32,
+    pub(crate) retained: bool,
+}
+
+impl Entry {
+    pub(crate) fn message(&self) -> mqtt::Message {
+        crate::options::message(&self.topic, self.payload.clone(), self.qos, self.retained)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in [self.client_id.as_bytes(), self.topic.as_bytes()] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out.push(self.qos as u8);
+        out.push(u8::from(self.retained));
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        let mut at = 0;
+        let mut text = || -> Option<String> {
+            let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            let s = String::from_utf8(bytes.get(at + 4..at + 4 + len)?.to_vec()).ok()?;
+            at += 4 + len;
+            Some(s)
+        };
+        let client_id = text()?;
+        let topic = text()?;
+        let qos = i32::from(*bytes.get(at)?);
+        let retained = *bytes.get(at + 1)? != 0;
+        Some(Entry {
+            client_id,
+            topic,
+            payload: bytes.get(at + 2..)?.to_vec(),
+            qos,
+            retained,
+        })
+    }
+}
+
+impl Journal {
+    pub(crate) fn open(path: PathBuf, sync: SyncMode) -> std::io::Result<Journal> {
+        let store = Store::open(path, sync)?;
+        let next = store
+            .live()
+            .keys()
+            .filter_map(|k| k.parse::<u64>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        Ok(Journal {
+            state: Mutex::new(State {
+                pending: store.live().len(),
+                store,
+                next,
+                sessions: HashMap::new(),
+                replayed: false,
+            }),
+            room: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn register(&self, client_id: &str, tag: usize) {
+        if let Ok(mut st) = self.state.lock() {
+            st.sessions.insert(client_id.to_string(), tag);
+        }
+    }
+
+    /// The messages a previous run left unapplied, oldest first, with their
+    /// session tags; once per journal. Those of sessions this run does not
+    /// have (another `--count`) are dropped with a warning.
+    pub(crate) fn take_replay(&self) -> Vec<(u64, usize, Entry)> {
+        let Ok(mut st) = self.state.lock() else {
+            return Vec::new();
+        };
+        if st.replayed {
+            return Vec::new();
+        }
+        st.replayed = true;
+        let mut old: Vec<(u64, Entry)> = st
+            .store
+            .live()
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, Entry::decode(v)?)))
+            .collect();
+        old.sort_by_key(|(seq, _)| *seq);
+        let mut out = Vec::new();
+        for (seq, entry) in old {
+            match st.sessions.get(&entry.client_id) {
+                Some(&tag) => out.push((seq, tag, entry)),
+                None => {
+                    warn!(
+                        "dropping a message on {} kept for client {:?}, which this run does not have",
+                        entry.topic, entry.client_id
+                    );
+                    let _ = st.store.remove(&seq.to_string());
+                    st.pending = st.pending.saturating_sub(1);
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes a message down; returns its number. Waits while [`ROOM`]
+    /// messages are pending, unless `stopping` says a stop is under way.
+    pub(crate) fn record(&self, entry: &Entry, stopping: impl Fn() -> bool) -> Option<u64> {
+        let mut st = self.state.lock().ok()?;
+        while st.pending >= ROOM && !stopping() {
+            st = self
+                .room
+                .wait_timeout(st, std::time::Duration::from_millis(50))
+                .ok()?
+                .0;
+        }
+        let seq = st.next;
+        st.next += 1;
+        if let Err(e) = st.store.put(&seq.to_string(), entry.encode()) {
+            warn!("cannot write the inbox journal: {e}");
+        }
+        st.pending += 1;
+        Some(seq)
+    }
+
+    /// The program has acted on message `seq`.
+    pub(crate) fn applied(&self, seq: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            if let Err(e) = st.store.remove(&seq.to_string()) {
+                warn!("cannot write the inbox journal: {e}");
+            }
+            st.pending = st.pending.saturating_sub(1);
+        }
+        self.room.notify_all();
+    }
+
+    pub(crate) fn flush(&self) {
+        if let Ok(st) = self.state.lock() {
+            let _ = st.store.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(topic: &str) -> Entry {
+        Entry {
+            client_id: "LEDClient".into(),
+            topic: topic.into(),
+            payload: br#"{"level": 5}"#.to_vec(),
+            qos: 2,
+            retained: true,
+        }
+    }
+
+    #[test]
+    fn unapplied_messages_come_back_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let j = Journal::open(path.clone(), SyncMode::Never).expect("open");
+        let seqs: Vec<u64> = ["a", "b", "c"]
+            .iter()
+            .map(|t| j.record(&entry(t), || false).expect("recorded"))
+            .collect();
+        j.applied(seqs[0]);
+        drop(j); // a crash
+
+        let j = Journal::open(path, SyncMode::Never).expect("open");
+        j.register("LEDClient", 7);
+        let back: Vec<(usize, String)> = j
+            .take_replay()
+            .into_iter()
+            .map(|(_, tag, e)| (tag, e.topic))
+            .collect();
+        assert_eq!(back, [(7, "b".to_string()), (7, "c".to_string())]);
+        assert!(j.take_replay().is_empty(), "replayed once");
+        let next = j.record(&entry("d"), || false).expect("recorded");
+        assert!(next > seqs[2], "numbers keep growing");
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let e = entry("tank/1/level");
+        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(b"\x01"), None);
+    }
+}
