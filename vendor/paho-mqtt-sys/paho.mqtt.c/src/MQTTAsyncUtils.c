@@ -18,9 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #if !defined(_WIN32)
-#include <time.h>
-#endif
-#if !defined(_WIN32)
 	#include <sys/time.h>
 #endif
 
@@ -2104,23 +2101,6 @@ thread_return_type WINAPI MQTTAsync_receiveThread(void* n)
 		MQTTPacket* pack = NULL;
 
 		MQTTAsync_unlock_mutex(mqttasync_mutex);
-#if !defined(_WIN32)
-		{
-			/* pi-mqtt patch: while packets keep arriving this thread takes the lock again at
-			 * once, and the send thread, woken by the unlock, rarely gets it: a client that
-			 * drains a backlog could not publish or disconnect until the broker stopped sending.
-			 * When commands wait, step aside long enough for the send thread to take the lock. */
-			int waiting;
-			MQTTAsync_lock_mutex(mqttcommand_mutex);
-			waiting = MQTTAsync_commands->count;
-			MQTTAsync_unlock_mutex(mqttcommand_mutex);
-			if (waiting > 0)
-			{
-				struct timespec pause = {0, 50000L};
-				nanosleep(&pause, NULL);
-			}
-		}
-#endif
 		Log(TRACE_MINIMUM, -1, "MQTTAsync_cycle call timeout %lu", timeout);
 		pack = MQTTAsync_cycle(&sock, timeout, &rc);
 		Log(TRACE_MINIMUM, -1, "MQTTAsync_cycle returns pack %p, sock %d, timeout %lu, rc %d", pack, sock, timeout, rc);
