@@ -45,6 +45,7 @@ pub struct Args {
 /// away), applies every `led` message, then turns the LED off, publishes
 /// `offline` and disconnects.
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    args.common.check()?;
     let mut out = led::open(args.led, args.pin)?;
     let session = Session::new(
         &args.common,
@@ -92,15 +93,15 @@ pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8]) -> anyhow::Result<()>
         }
         Ok(LedRequest::Off) => {
             warn!(
-                "{topic}: request for unknown LED level in {:?}; turning the LED off",
-                payload::preview(bytes)
+                "{topic}: request for unknown LED level in {}; turning the LED off",
+                payload::quote(bytes)
             );
             out.set(0)?;
         }
         Err(BadPayload::Empty) => {
             info!("{topic}: empty payload (retained level cleared); LED unchanged");
         }
-        Err(e) => warn!("{topic}: {e}: {:?}; LED unchanged", payload::preview(bytes)),
+        Err(e) => warn!("{topic}: {e}: {}; LED unchanged", payload::quote(bytes)),
     }
     Ok(())
 }

@@ -31,8 +31,7 @@ pub use cli::CommonArgs;
 pub use connect::{ConnectError, Event, Session, SessionConfig};
 pub use shutdown::Stop;
 
-/// Payloads above this size are refused before parsing (SPEC: "oversized").
-pub const MAX_PAYLOAD: usize = 64 * 1024;
+pub use payload::MAX_PAYLOAD;
 
 /// Exit code for bad configuration or a refused connection, as `mosquitto_sub`
 /// uses a non-zero code for both.

@@ -61,6 +61,7 @@ pub fn obey(bytes: &[u8]) -> Result<PumpState, BadPayload> {
 /// Runs until `stop` is requested: connects every pump, obeys commands,
 /// reports states, then says `offline` and disconnects.
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    args.common.check()?;
     let ids = fleet::ids(&args.pump, args.count).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
     let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
         default_client_id: format!("pump-sim-{id}"),
@@ -117,9 +118,9 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
                         report(s, pump);
                     }
                     Err(e) => warn!(
-                        "{}: {e}: {:?}; pump {} stays {}",
+                        "{}: {e}: {}; pump {} stays {}",
                         msg.topic(),
-                        payload::preview(msg.payload()),
+                        payload::quote(msg.payload()),
                         pump.id,
                         pump.state
                     ),

@@ -93,6 +93,7 @@ struct Tank {
 /// connects every tank, publishes levels, then says `offline` and
 /// disconnects.
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    args.common.check()?;
     let ids = fleet::ids(&args.tank, args.count).map_err(|e| anyhow::anyhow!("--tank: {e}"))?;
     let sessions = fleet::sessions(&args.common, &ids, events, |id| SessionConfig {
         default_client_id: format!("tank-sensor-{id}"),
@@ -170,9 +171,9 @@ fn simulate(
                 match PumpState::try_from(msg.payload()) {
                     Ok(state) => tank.sim.set_pump(state == PumpState::On, Instant::now()),
                     Err(e) => warn!(
-                        "{}: {e}: {:?}; the simulated tank keeps the pump's last state",
+                        "{}: {e}: {}; the simulated tank keeps the pump's last state",
                         msg.topic(),
-                        payload::preview(msg.payload())
+                        payload::quote(msg.payload())
                     ),
                 }
             }

@@ -15,6 +15,7 @@ use log::{info, warn};
 
 use pimqtt::connect::{Events, Will};
 use pimqtt::payload::{self, BadPayload};
+use pimqtt::topics::{self, BadTopic};
 use pimqtt::{CommonArgs, Event, Session, SessionConfig, Stop};
 
 /// Events waiting for the loop; Paho's thread blocks beyond this.
@@ -85,36 +86,19 @@ pub fn drop_connection() {
     std::process::exit(0);
 }
 
-/// Why a topic filter or will topic cannot be used; checked before
-/// connecting because Paho would only fail later, and quietly.
+/// Why a topic filter (`filter`) or will topic cannot be used; checked
+/// before connecting because Paho would only fail later, and quietly. The
+/// rules are [`topics::check_filter`] and [`topics::check_name`].
 pub fn check_topic(flag: &str, topic: &str, filter: bool) -> anyhow::Result<()> {
-    if topic.is_empty() || topic.len() > 65535 {
-        anyhow::bail!("{flag} must be 1 to 65535 bytes long");
-    }
-    if topic.contains('\0') {
-        anyhow::bail!("{flag} {topic:?} contains a NUL character");
-    }
-    if !filter {
-        if topic.contains(['+', '#']) {
-            anyhow::bail!(
-                "{flag} {topic:?} contains a wildcard ('+' or '#'); a will is published to one \
-                 topic: give --will-topic without wildcards"
-            );
-        }
-        return Ok(());
-    }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        let bad_hash = level.contains('#') && (*level != "#" || i + 1 != levels.len());
-        let bad_plus = level.contains('+') && *level != "+";
-        if bad_hash || bad_plus {
-            anyhow::bail!(
-                "{flag} {topic:?} is not a valid topic filter: '+' must be a whole level and \
-                 '#' a whole last level (e.g. 'level1/+/temperature/#')"
-            );
-        }
-    }
-    Ok(())
+    let checked = if filter {
+        topics::check_filter(topic)
+    } else {
+        topics::check_name(topic)
+    };
+    checked.map_err(|e| match e {
+        BadTopic::Wildcard(_) => anyhow::anyhow!("{flag} {e}: give --will-topic without wildcards"),
+        _ => anyhow::anyhow!("{flag} {e}"),
+    })
 }
 
 /// The will these flags ask for.
@@ -156,6 +140,7 @@ pub fn line(topic: &str, bytes: &[u8], verbose: bool) -> Result<String, BadPaylo
 /// messages have been printed or a graceful stop is requested, then
 /// disconnects cleanly (which cancels the will).
 pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> anyhow::Result<()> {
+    args.common.check()?;
     check_topic("-t", &args.topic, true)?;
     let will = will(args)?;
     info!(
@@ -197,9 +182,9 @@ pub fn run(args: &Args, events: &Events, stop: &Stop, rx: &Receiver<Event>) -> a
                     }
                 }
                 Err(e) => warn!(
-                    "{}: {e}: {:?}; not printed",
+                    "{}: {e}: {}; not printed",
                     msg.topic(),
-                    payload::preview(msg.payload())
+                    payload::quote(msg.payload())
                 ),
             },
             Event::Stop => break,
