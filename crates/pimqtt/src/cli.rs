@@ -157,7 +157,7 @@ impl CommonArgs {
         }
         check_host(&self.host)?;
         if let Some(id) = &self.client_id {
-            check_client_id(id, self.clean)?;
+            check_client_id(id)?;
         }
         Ok(())
     }
@@ -197,16 +197,16 @@ pub fn check_host(host: &str) -> Result<(), BadSetting> {
     Ok(())
 }
 
-/// A client id (`-i`) MQTT and Mosquitto accept: UTF-8 of at most 65535
+/// A client id (`-i`) MQTT and Mosquitto accept: UTF-8 of 1 to 65535
 /// bytes with no control or non-characters (Mosquitto drops such a client
-/// as a protocol error), and not empty for a durable session (the broker
-/// keeps a session under its client id, so it refuses an empty one).
-pub fn check_client_id(id: &str, clean: bool) -> Result<(), BadSetting> {
+/// as a protocol error). Not empty: the session is kept under this name
+/// (and the connection code refuses an empty one too).
+pub fn check_client_id(id: &str) -> Result<(), BadSetting> {
     let shown = crate::payload::quote(id.as_bytes());
-    if id.is_empty() && !clean {
+    if id.is_empty() {
         return Err(BadSetting(
-            "-i '' (an empty client id) needs --clean: a broker keeps a durable session only \
-             under a name; leave -i out for the program's default id"
+            "the client id (-i) is empty: give a name, or leave -i out for the program's \
+             default id"
                 .into(),
         ));
     }
@@ -364,7 +364,6 @@ mod tests {
         assert_eq!(check(&[]), Ok(()));
         assert_eq!(check(&["-p", "1", "-h", "::1", "-i", "bébé"]), Ok(()));
         assert_eq!(check(&["-h", "a.lan,b.lan:1884"]), Ok(()));
-        assert_eq!(check(&["-i", "", "--clean"]), Ok(()));
         for (bad, part) in [
             (&["-p", "0"][..], "--port 0"),
             (&["-h", ""], "host is empty"),
@@ -373,7 +372,8 @@ mod tests {
             (&["-h", "tcp://broker"], "URL"),
             (&["-h", "my broker"], "space"),
             (&["-i", "pump\u{7}"], "U+0007"),
-            (&["-i", ""], "needs --clean"),
+            (&["-i", ""], "client id (-i) is empty"),
+            (&["-i", "", "--clean"], "client id (-i) is empty"),
         ] {
             let e = check(bad).expect_err(part).to_string();
             assert!(e.contains(part) && !e.contains('\n'), "{bad:?}: {e}");
@@ -387,9 +387,9 @@ mod tests {
     #[test]
     fn client_ids_follow_mosquitto() {
         for bad in ["\0", "a\nb", "\u{7f}", "\u{9f}", "\u{fffe}", "\u{1ffff}"] {
-            assert!(check_client_id(bad, false).is_err(), "{bad:?}");
+            assert!(check_client_id(bad).is_err(), "{bad:?}");
         }
-        assert!(check_client_id(&"x".repeat(65536), false).is_err());
-        assert!(check_client_id("LEDClient", false).is_ok());
+        assert!(check_client_id(&"x".repeat(65536)).is_err());
+        assert!(check_client_id("LEDClient").is_ok());
     }
 }
