@@ -223,25 +223,21 @@ pub fn parse<'t>(topic: &'t str, bytes: &[u8], retained: bool) -> Option<(&'t st
         warn!("{topic}: {e}: {}; ignored", payload::quote(bytes));
         None
     };
-    let Some(parsed) = Topic::parse(topic) else {
-        debug!("{topic}: not a topic the controller follows");
-        return None;
+    let status = |id: &'t str, make: fn(Availability) -> Input| {
+        Availability::try_from(bytes).map_or_else(warn_bad, |a| Some((id, make(a))))
     };
-    match parsed {
-        Topic::TankLevel(id) => match TankLevel::try_from(bytes) {
+    match Topic::parse(topic) {
+        Some(Topic::TankLevel(id)) => match TankLevel::try_from(bytes) {
             Ok(t) => Some((id, Input::Level(t.level))),
             Err(e) => warn_bad(e),
         },
-        Topic::PumpState(id) => match PumpState::try_from(bytes) {
+        Some(Topic::PumpState(id)) => match PumpState::try_from(bytes) {
             Ok(s) => Some((id, Input::PumpState(s))),
             Err(e) => warn_bad(e),
         },
-        Topic::PumpStatus(id) | Topic::TankStatus(id) => match Availability::try_from(bytes) {
-            Ok(a) if matches!(parsed, Topic::PumpStatus(_)) => Some((id, Input::PumpStatus(a))),
-            Ok(a) => Some((id, Input::TankStatus(a))),
-            Err(e) => warn_bad(e),
-        },
-        Topic::Alarm(id) => {
+        Some(Topic::PumpStatus(id)) => status(id, Input::PumpStatus),
+        Some(Topic::TankStatus(id)) => status(id, Input::TankStatus),
+        Some(Topic::Alarm(id)) => {
             // Our own alarms come back to us; only the retained ones found
             // at start-up tell something new.
             if !retained || bytes.is_empty() {
