@@ -57,15 +57,11 @@ pub enum Mode {
 
 /// The line for a message (see the module's doc for the format).
 pub fn input_line(id: &str, input: &Input) -> Option<String> {
-    let avail = |a: &Availability| match a {
-        Availability::Online => "online",
-        Availability::Offline => "offline",
-    };
     Some(match input {
         Input::Level(l) => format!("level {id} {l:.1}"),
         Input::PumpState(s) => format!("pump {id} {s}"),
-        Input::PumpStatus(a) => format!("pump-status {id} {}", avail(a)),
-        Input::TankStatus(a) => format!("tank-status {id} {}", avail(a)),
+        Input::PumpStatus(a) => format!("pump-status {id} {a}"),
+        Input::TankStatus(a) => format!("tank-status {id} {a}"),
         Input::RetainedAlarm(_) => return None,
     })
 }
@@ -266,9 +262,10 @@ fn row(t: &Tank, now: Instant) -> String {
         }
         None => (format!("[{}]", " ".repeat(BAR)), "?".to_string()),
     };
+    // Offline in capitals: the one state the eye must find in the table.
     let avail = |a: Option<Availability>| match a {
-        Some(Availability::Online) => "online",
         Some(Availability::Offline) => "OFFLINE",
+        Some(a) => a.as_str(),
         None => "?",
     };
     let pump = match (t.pump, t.pending) {

@@ -15,13 +15,16 @@ use log::{debug, info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
 use pimqtt::payload::{self, Alarm, Availability, BadPayload, PumpState, TankLevel};
-use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
+use pimqtt::topics::{self, Topic};
+use pimqtt::{CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
 
 pub mod dashboard;
 pub mod logic;
 
 use dashboard::{Dashboard, Mode};
-use logic::{AlarmKind, Controller, Input, Output};
+use logic::{Controller, Input, Output};
+#[cfg(test)]
+use pimqtt::payload::AlarmKind; // named by the tests below
 
 /// Closes the water-tank loop for any number of tanks: pump on when a
 /// tank's level falls below --low, off when it reaches --high, nothing in
@@ -96,15 +99,7 @@ impl Args {
 /// The topic filters, in this order: retained alarms come last, after the
 /// retained levels and states that may clear them.
 pub fn subscriptions() -> Vec<String> {
-    [
-        "tank/+/level",
-        "pump/+/state",
-        "pump/+/status",
-        "tank/+/status",
-        "alarm/+",
-    ]
-    .map(String::from)
-    .to_vec()
+    topics::controller_filters()
 }
 
 /// Runs until a stop is requested: connects, decides on every message and
@@ -204,7 +199,7 @@ fn publish(session: &Session, dash: &mut Dashboard, out: &mut Vec<Output>, now: 
                     info!("{topic}: {kind} cleared");
                 }
                 let alarm = Alarm {
-                    alarm: kind.to_string(),
+                    alarm: *kind,
                     active: *active,
                     detail: detail.clone(),
                 };
@@ -216,68 +211,49 @@ fn publish(session: &Session, dash: &mut Dashboard, out: &mut Vec<Output>, now: 
 }
 
 /// Turns a message into an input for one id; bad payloads are one warning
-/// naming the topic.
+/// naming the topic and quoting at most a short preview of the payload.
 pub fn parse<'t>(topic: &'t str, bytes: &[u8], retained: bool) -> Option<(&'t str, Input)> {
     let warn_bad = |e: BadPayload| {
-        warn!("{topic}: {e}: {:?}; ignored", payload::preview(bytes));
+        warn!("{topic}: {e}: {}; ignored", payload::quote(bytes));
         None
     };
-    if let Some(id) = topics::id_in(topic, "tank", "level") {
-        return match TankLevel::try_from(bytes) {
+    let status = |id: &'t str, make: fn(Availability) -> Input| {
+        Availability::try_from(bytes).map_or_else(warn_bad, |a| Some((id, make(a))))
+    };
+    match Topic::parse(topic) {
+        Some(Topic::TankLevel(id)) => match TankLevel::try_from(bytes) {
             Ok(t) => Some((id, Input::Level(t.level))),
             Err(e) => warn_bad(e),
-        };
-    }
-    if let Some(id) = topics::id_in(topic, "pump", "state") {
-        return match PumpState::try_from(bytes) {
+        },
+        Some(Topic::PumpState(id)) => match PumpState::try_from(bytes) {
             Ok(s) => Some((id, Input::PumpState(s))),
             Err(e) => warn_bad(e),
-        };
-    }
-    for (prefix, make) in [
-        ("pump", Input::PumpStatus as fn(Availability) -> Input),
-        ("tank", Input::TankStatus),
-    ] {
-        if let Some(id) = topics::id_in(topic, prefix, "status") {
-            return match Availability::try_from(bytes) {
-                Ok(a) => Some((id, make(a))),
-                Err(e) => warn_bad(e),
-            };
-        }
-    }
-    if let Some(id) = topic
-        .strip_prefix("alarm/")
-        .filter(|id| !id.is_empty() && !id.contains('/'))
-    {
-        // Our own alarms come back to us; only the retained ones found at
-        // start-up tell something new.
-        if !retained || bytes.is_empty() {
-            return None;
-        }
-        let alarm: Alarm = match payload::text(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
-        {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(
-                    "{topic}: not an alarm ({e}): {:?}; ignored",
-                    payload::preview(bytes)
-                );
+        },
+        Some(Topic::PumpStatus(id)) => status(id, Input::PumpStatus),
+        Some(Topic::TankStatus(id)) => status(id, Input::TankStatus),
+        Some(Topic::Alarm(id)) => {
+            // Our own alarms come back to us; only the retained ones found
+            // at start-up tell something new.
+            if !retained || bytes.is_empty() {
                 return None;
             }
-        };
-        return match AlarmKind::parse(&alarm.alarm) {
-            Some(kind) if alarm.active => Some((id, Input::RetainedAlarm(kind))),
-            Some(_) => None,
-            None => {
-                warn!("{topic}: unknown alarm {:?}; ignored", alarm.alarm);
-                None
+            match Alarm::try_from(bytes) {
+                Ok(a) if a.active => Some((id, Input::RetainedAlarm(a.alarm))),
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(
+                        "{topic}: not an alarm ({e}): {}; ignored",
+                        payload::quote(bytes)
+                    );
+                    None
+                }
             }
-        };
+        }
+        _ => {
+            debug!("{topic}: not a topic the controller follows");
+            None
+        }
     }
-    debug!("{topic}: not a topic the controller follows");
-    None
 }
 
 #[cfg(test)]

@@ -22,9 +22,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::fmt;
 use std::time::{Duration, Instant};
 
+/// The alarms with their wire names live with the payloads; the decisions
+/// here (and the dashboard) name them through this module too.
+pub use pimqtt::payload::AlarmKind;
 use pimqtt::payload::{Availability, PumpState};
 
 /// The thresholds and timeouts (`--low`, `--high`, `--*-timeout`).
@@ -46,44 +48,6 @@ impl Default for Config {
             pump_timeout: Duration::from_secs(15),
             sensor_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-/// The four alarms of SPEC, in the order the dashboard lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum AlarmKind {
-    PumpOffline,
-    SensorStale,
-    Overflow,
-    Dry,
-}
-
-impl AlarmKind {
-    pub const ALL: [AlarmKind; 4] = [
-        AlarmKind::PumpOffline,
-        AlarmKind::SensorStale,
-        AlarmKind::Overflow,
-        AlarmKind::Dry,
-    ];
-
-    /// The name in the `alarm` field of the payload.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlarmKind::PumpOffline => "pump-offline",
-            AlarmKind::SensorStale => "sensor-stale",
-            AlarmKind::Overflow => "overflow",
-            AlarmKind::Dry => "dry",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AlarmKind> {
-        AlarmKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for AlarmKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -324,3 +324,53 @@ fn a_fleet_of_200_tanks_gets_every_pump_switched_on() {
     let expected: HashSet<String> = (1..=N).map(|i| format!("pump/{i}/state")).collect();
     assert_eq!(on, expected);
 }
+
+/// Issue 10: an array, a bare number, true, null or an object without
+/// `level` is not a level (`[1]` used to read as level 1 and switch the
+/// pump on); each is one warning line, short even for a 60 KB payload.
+#[test]
+fn non_levels_and_huge_payloads_are_one_short_warning_each() {
+    let rig = Rig::new(&["pump/+/command"]);
+    let ctl = rig.controller(&QUIET);
+    rig.peer.publish("pump/x/state", OFF, 2, true);
+    ctl.wait_stdout("pump x off");
+    let huge = format!(r#"{{"level": "{}"}}"#, "9".repeat(60 * 1024));
+    let bad = ["[1]", r#"[{"level": 1}]"#, "1", "true", "null", "{}", &huge];
+    for b in bad {
+        rig.peer.publish("tank/x/level", b, 2, false);
+    }
+    rig.peer
+        .publish("tank/x/level", r#"{"level": 60}"#, 2, false);
+    ctl.wait_stdout("level x 60.0");
+    let warnings: Vec<String> = ctl
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("tank/x/level"))
+        .collect();
+    assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
+    assert!(
+        warnings[0].contains("JSON array") && warnings[0].contains("ignored"),
+        "{}",
+        warnings[0]
+    );
+    for w in &warnings {
+        assert!(w.len() < 400, "{} bytes: {w}", w.len());
+    }
+    assert!(
+        warnings[bad.len() - 1].contains(&format!("({} bytes)", huge.len())),
+        "the size of a cut payload is given: {}",
+        warnings[bad.len() - 1]
+    );
+    assert_eq!(
+        ctl.stdout()
+            .iter()
+            .filter(|l| l.starts_with("level x "))
+            .collect::<Vec<_>>(),
+        ["level x 60.0"]
+    );
+    assert_eq!(
+        rig.commands_within(Duration::from_millis(500)),
+        Vec::<String>::new(),
+        "no command: the pump stays off"
+    );
+}

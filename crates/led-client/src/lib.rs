@@ -85,15 +85,15 @@ pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8]) -> anyhow::Result<()>
         }
         Ok(LedRequest::Off) => {
             warn!(
-                "{topic}: request for unknown LED level in {:?}; turning the LED off",
-                payload::preview(bytes)
+                "{topic}: request for unknown LED level in {}; turning the LED off",
+                payload::quote(bytes)
             );
             out.set(0)?;
         }
         Err(BadPayload::Empty) => {
             info!("{topic}: empty payload (retained level cleared); LED unchanged");
         }
-        Err(e) => warn!("{topic}: {e}: {:?}; LED unchanged", payload::preview(bytes)),
+        Err(e) => warn!("{topic}: {e}: {}; LED unchanged", payload::quote(bytes)),
     }
     Ok(())
 }

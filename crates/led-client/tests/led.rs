@@ -297,3 +297,50 @@ fn help_is_long_only_and_h_is_the_host() {
         "{out}"
     );
 }
+
+/// Issue 10: settings that can never work are refused at start: exit 2,
+/// one line naming the setting, and no connection attempt (the broker
+/// never sees an `online`).
+#[test]
+fn settings_that_can_never_work_are_refused_before_connecting() {
+    let broker = Broker::start();
+    let w = watcher(&broker);
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().display().to_string();
+    let host = broker.host_args();
+    let port = host[3].as_str();
+    // (flags, MQTT_HOST, what the line must name)
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        (&["-h", "127.0.0.1", "-p", "0"], None, "--port 0"),
+        (&["-h", "", "-p", port], None, "host is empty"),
+        (&["-p", port], Some(""), "host is empty"),
+        (
+            &["-h", "127.0.0.1", "-p", port, "-i", "led\u{7}client"],
+            None,
+            "U+0007",
+        ),
+        (
+            &["-h", "127.0.0.1", "-p", port, "-i", "led\nclient"],
+            None,
+            "U+000A",
+        ),
+    ];
+    for (flags, mqtt_host, part) in cases {
+        let a: Vec<String> = ["--led", "sim", "--state-dir", &dir]
+            .iter()
+            .chain(flags)
+            .map(|s| s.to_string())
+            .collect();
+        let env: Vec<(&str, &str)> = mqtt_host.map(|h| ("MQTT_HOST", h)).into_iter().collect();
+        let mut p = Proc::spawn_env(EXE, &a, &env);
+        assert_eq!(p.wait_exit(DEADLINE), Some(2), "{flags:?} {env:?}");
+        let err = p.stderr();
+        assert_eq!(err.len(), 1, "one line for {flags:?}: {err:#?}");
+        assert!(err[0].contains(part), "{flags:?}: {}", err[0]);
+        assert!(p.stdout().is_empty(), "{flags:?}: {:?}", p.stdout());
+    }
+    assert!(
+        w.drain(std::time::Duration::from_millis(300)).is_empty(),
+        "no client connected"
+    );
+}

@@ -5,11 +5,13 @@
 //! Each binary flattens [`CommonArgs`] into its own parser and sets
 //! `disable_help_flag = true` on its command so `-h` is free for the host.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Args};
 
 use crate::store::SyncMode;
+use crate::topics;
 
 /// Broker connection and session flags (SPEC, "Common to every binary").
 #[derive(Debug, Clone, Args)]
@@ -132,6 +134,102 @@ impl CommonArgs {
             std::env::var_os("HOME").as_deref().map(Path::new),
         )
     }
+}
+
+/// A setting that can never work: refused at start with one line saying
+/// what is wrong and what to do, instead of retrying a connection for ever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSetting(pub String);
+
+impl fmt::Display for BadSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadSetting {}
+
+impl CommonArgs {
+    /// Refuses settings that can never work: port 0, an empty host or one
+    /// with spaces or a scheme, a client id MQTT does not allow. Every
+    /// program calls this once at start, before connecting; the error is
+    /// bad configuration (exit code 2).
+    pub fn check(&self) -> Result<(), BadSetting> {
+        if self.port == Some(0) {
+            return Err(BadSetting(
+                "--port 0 (or MQTT_PORT=0) is not a port a broker listens on: give 1 to 65535, \
+                 or leave it out for 1883 (8883 with TLS)"
+                    .into(),
+            ));
+        }
+        check_host(&self.host)?;
+        if let Some(id) = &self.client_id {
+            check_client_id(id)?;
+        }
+        Ok(())
+    }
+}
+
+/// The broker host (`-h`, `MQTT_HOST`): a name or an address; a
+/// comma-separated list may not hold an empty entry either.
+pub fn check_host(host: &str) -> Result<(), BadSetting> {
+    if host.trim().is_empty() {
+        return Err(BadSetting(
+            "the broker host is empty (-h or MQTT_HOST): give a host name or address, \
+             e.g. -h localhost, or unset MQTT_HOST"
+                .into(),
+        ));
+    }
+    for entry in host.split(',') {
+        let shown = crate::payload::quote(entry.as_bytes());
+        if entry.trim().is_empty() {
+            return Err(BadSetting(format!(
+                "the broker host list {} has an empty entry: separate host names with single commas",
+                crate::payload::quote(host.as_bytes())
+            )));
+        }
+        if entry.contains("://") {
+            return Err(BadSetting(format!(
+                "broker host {shown} is a URL: give the host name alone (e.g. -h broker.lan), \
+                 with -p for the port and --cafile for TLS"
+            )));
+        }
+        if entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(BadSetting(format!(
+                "broker host {shown} contains a space or a control character: \
+                 give a host name or address"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A client id (`-i`) MQTT and Mosquitto accept: UTF-8 of 1 to 65535
+/// bytes with no control or non-characters (Mosquitto drops such a client
+/// as a protocol error). Not empty: the session is kept under this name
+/// (and the connection code refuses an empty one too).
+pub fn check_client_id(id: &str) -> Result<(), BadSetting> {
+    let shown = crate::payload::quote(id.as_bytes());
+    if id.is_empty() {
+        return Err(BadSetting(
+            "the client id (-i) is empty: give a name, or leave -i out for the program's \
+             default id"
+                .into(),
+        ));
+    }
+    if id.len() > 65535 {
+        return Err(BadSetting(format!(
+            "client id {shown} is longer than MQTT's 65535 bytes: give a shorter -i"
+        )));
+    }
+    if let Some(c) = topics::forbidden_char(id) {
+        return Err(BadSetting(format!(
+            "client id {shown} contains the character U+{:04X}, which MQTT does not allow \
+             (the broker would drop the connection): give -i without control characters",
+            u32::from(c)
+        )));
+    }
+    Ok(())
 }
 
 /// Clap value parser for a duration in seconds (`0.5`, `5`): positive and
@@ -265,5 +363,40 @@ mod tests {
             default_state_dir(None, None, p("/home/pi").as_deref()),
             PathBuf::from("/home/pi/.local/state/pi-mqtt")
         );
+    }
+
+    #[test]
+    fn settings_that_can_never_work_are_refused() {
+        let check = |args: &[&str]| parse(args).expect("flags parse").check();
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&["-p", "1", "-h", "::1", "-i", "bébé"]), Ok(()));
+        assert_eq!(check(&["-h", "a.lan,b.lan:1884"]), Ok(()));
+        for (bad, part) in [
+            (&["-p", "0"][..], "--port 0"),
+            (&["-h", ""], "host is empty"),
+            (&["-h", "  "], "host is empty"),
+            (&["-h", "a,,b"], "empty entry"),
+            (&["-h", "tcp://broker"], "URL"),
+            (&["-h", "my broker"], "space"),
+            (&["-i", "pump\u{7}"], "U+0007"),
+            (&["-i", ""], "client id (-i) is empty"),
+            (&["-i", "", "--clean"], "client id (-i) is empty"),
+        ] {
+            let e = check(bad).expect_err(part).to_string();
+            assert!(e.contains(part) && !e.contains('\n'), "{bad:?}: {e}");
+        }
+        let e = check(&["-i", "a\u{1b}[2J"])
+            .expect_err("escape")
+            .to_string();
+        assert!(e.contains("\"a.[2J\"") && e.contains("-i"), "{e}");
+    }
+
+    #[test]
+    fn client_ids_follow_mosquitto() {
+        for bad in ["\0", "a\nb", "\u{7f}", "\u{9f}", "\u{fffe}", "\u{1ffff}"] {
+            assert!(check_client_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_client_id(&"x".repeat(65536)).is_err());
+        assert!(check_client_id("LEDClient").is_ok());
     }
 }

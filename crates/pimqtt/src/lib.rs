@@ -52,8 +52,7 @@ pub use session::Session;
 pub use store::SyncMode;
 pub use worker::retry_delay;
 
-/// Payloads above this size are refused before parsing (SPEC: "oversized").
-pub const MAX_PAYLOAD: usize = 64 * 1024;
+pub use payload::MAX_PAYLOAD;
 
 /// The exit code of bad configuration (tests compare with it).
 pub const EXIT_CONFIG: i32 = ExitCode::Config.code();

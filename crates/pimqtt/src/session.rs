@@ -72,6 +72,9 @@ impl Session {
         config: SessionConfig,
         inbox: &Inbox,
     ) -> Result<Session, ConnectError> {
+        common
+            .check()
+            .map_err(|e| ConnectError::Config(e.to_string()))?;
         let client_id = common
             .client_id
             .clone()

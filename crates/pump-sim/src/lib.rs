@@ -130,9 +130,9 @@ fn command(sessions: &[Session], pumps: &mut [Pump], d: &Delivery, out: &mut imp
             report(s, pump);
         }
         Err(e) => warn!(
-            "{}: {e}: {:?}; pump {} stays {}",
+            "{}: {e}: {}; pump {} stays {}",
             d.topic(),
-            payload::preview(d.payload()),
+            payload::quote(d.payload()),
             pump.id,
             pump.state
         ),

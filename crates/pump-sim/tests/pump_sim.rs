@@ -122,3 +122,34 @@ fn a_bad_id_is_a_clear_error() {
         .iter()
         .any(|l| l.contains("--pump") && l.contains("single topic level")));
 }
+
+/// Issue 10: a 60 KB bad command is one warning line of normal length
+/// (a short preview and the size), and changes nothing.
+#[test]
+fn a_huge_bad_command_is_one_short_warning() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["pump/1/state"]);
+    let pump = start(&broker, state.path(), &["--heartbeat", "600"]);
+    w.expect("pump/1/state", OFF);
+    let word = "x".repeat(60 * 1024);
+    let bad = [word.clone(), format!(r#"{{"state": "{word}"}}"#)];
+    for b in &bad {
+        w.publish("pump/1/command", b.clone(), 2, false);
+    }
+    w.publish("pump/1/command", "on", 2, false);
+    w.expect("pump/1/state", ON);
+    pump.wait_stdout("pump 1 on");
+    let warnings: Vec<String> = pump
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("pump/1/command"))
+        .collect();
+    assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
+    for (w, b) in warnings.iter().zip(&bad) {
+        assert!(w.len() < 400, "{} bytes: {w}", w.len());
+        assert!(w.contains(&format!("({} bytes)", b.len())), "{w}");
+        assert!(w.contains("stays off"), "{w}");
+    }
+    assert_eq!(pump.stdout(), ["pump 1 off", "pump 1 on"]);
+}

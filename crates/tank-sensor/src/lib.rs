@@ -168,9 +168,9 @@ fn pump_state(tanks: &mut [Tank], d: &Delivery) {
     match PumpState::try_from(d.payload()) {
         Ok(state) => tank.sim.set_pump(state == PumpState::On, Instant::now()),
         Err(e) => warn!(
-            "{}: {e}: {:?}; the simulated tank keeps the pump's last state",
+            "{}: {e}: {}; the simulated tank keeps the pump's last state",
             d.topic(),
-            payload::preview(d.payload())
+            payload::quote(d.payload())
         ),
     }
 }

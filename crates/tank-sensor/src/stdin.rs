@@ -27,12 +27,12 @@ pub fn parse_line(line: &str, ids: &[String]) -> Result<Option<(Target, f64)>, S
         [level] => (Target::All, *level),
         [id, level] => match ids.iter().position(|t| t == id) {
             Some(i) => (Target::One(i), *level),
-            None => return Err(format!("{id:?} is not one of this program's tanks")),
+            None => return Err(format!("{} is not one of this program's tanks", quote(id))),
         },
         _ => {
             return Err(format!(
-                "{:?} is not a level (a number from 0 to 100)",
-                preview(line)
+                "{} is not a level (a number from 0 to 100)",
+                quote(line)
             ))
         }
     };
@@ -42,12 +42,7 @@ pub fn parse_line(line: &str, ids: &[String]) -> Result<Option<(Target, f64)>, S
 /// A level in percent. Only plain decimal numbers count: Rust would also
 /// read "NaN" and "inf", which are not levels.
 fn level(word: &str) -> Result<f64, String> {
-    let bad = || {
-        format!(
-            "{:?} is not a level (a number from 0 to 100)",
-            preview(word)
-        )
-    };
+    let bad = || format!("{} is not a level (a number from 0 to 100)", quote(word));
     if !word
         .chars()
         .all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
@@ -56,13 +51,14 @@ fn level(word: &str) -> Result<f64, String> {
     }
     let n: f64 = word.parse().map_err(|_| bad())?;
     if !(0.0..=100.0).contains(&n) {
-        return Err(format!("level {word} is outside 0..100"));
+        return Err(format!("level {} is outside 0..100", quote(word)));
     }
     Ok(n)
 }
 
-fn preview(s: &str) -> String {
-    pimqtt::payload::preview(s.as_bytes())
+/// A piece of a line as every warning quotes a payload: short, with its size.
+fn quote(s: &str) -> String {
+    pimqtt::payload::quote(s.as_bytes())
 }
 
 #[cfg(test)]

@@ -144,3 +144,18 @@ fn bad_flags_are_clear_errors() {
         );
     }
 }
+
+/// Issue 10: a 60 KB bad pump state is one warning line of normal length.
+#[test]
+fn a_huge_bad_pump_state_is_one_short_warning() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker, &["tank/1/status"]);
+    let s = start(&broker, state.path(), &["--interval", "600"]);
+    w.expect("tank/1/status", "online");
+    let huge = "y".repeat(60 * 1024);
+    w.publish("pump/1/state", huge.clone(), 2, false);
+    let line = s.wait_stderr("pump/1/state");
+    assert!(line.len() < 400, "{} bytes: {line}", line.len());
+    assert!(line.contains(&format!("({} bytes)", huge.len())), "{line}");
+}

@@ -13,6 +13,7 @@ use clap::{ArgAction, Parser};
 use log::{info, warn};
 
 use pimqtt::payload::{self, BadPayload};
+use pimqtt::topics::{self, BadTopic};
 use pimqtt::{CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig, Will};
 
 /// Shown after the flags in `--help`: the book's exercise with this program.
@@ -80,36 +81,19 @@ pub fn drop_connection() {
     std::process::exit(0);
 }
 
-/// Why a topic filter or will topic cannot be used; checked before
-/// connecting because Paho would only fail later, and quietly.
+/// Why a topic filter (`filter`) or will topic cannot be used; checked
+/// before connecting because Paho would only fail later, and quietly. The
+/// rules are [`topics::check_filter`] and [`topics::check_name`].
 pub fn check_topic(flag: &str, topic: &str, filter: bool) -> anyhow::Result<()> {
-    if topic.is_empty() || topic.len() > 65535 {
-        anyhow::bail!("{flag} must be 1 to 65535 bytes long");
-    }
-    if topic.contains('\0') {
-        anyhow::bail!("{flag} {topic:?} contains a NUL character");
-    }
-    if !filter {
-        if topic.contains(['+', '#']) {
-            anyhow::bail!(
-                "{flag} {topic:?} contains a wildcard ('+' or '#'); a will is published to one \
-                 topic: give --will-topic without wildcards"
-            );
-        }
-        return Ok(());
-    }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        let bad_hash = level.contains('#') && (*level != "#" || i + 1 != levels.len());
-        let bad_plus = level.contains('+') && *level != "+";
-        if bad_hash || bad_plus {
-            anyhow::bail!(
-                "{flag} {topic:?} is not a valid topic filter: '+' must be a whole level and \
-                 '#' a whole last level (e.g. 'level1/+/temperature/#')"
-            );
-        }
-    }
-    Ok(())
+    let checked = if filter {
+        topics::check_filter(topic)
+    } else {
+        topics::check_name(topic)
+    };
+    checked.map_err(|e| match e {
+        BadTopic::Wildcard(_) => anyhow::anyhow!("{flag} {e}: give --will-topic without wildcards"),
+        _ => anyhow::anyhow!("{flag} {e}"),
+    })
 }
 
 /// The will these flags ask for.
@@ -234,9 +218,9 @@ impl Printer {
             }
             Err(e) => {
                 warn!(
-                    "{}: {e}: {:?}; not printed",
+                    "{}: {e}: {}; not printed",
                     d.topic(),
-                    payload::preview(d.payload())
+                    payload::quote(d.payload())
                 );
                 false
             }
