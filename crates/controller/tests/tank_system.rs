@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt::testing::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, Stream, DEADLINE};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
 
@@ -373,4 +373,81 @@ fn non_levels_and_huge_payloads_are_one_short_warning_each() {
         Vec::<String>::new(),
         "no command: the pump stays off"
     );
+}
+
+/// A backlog of levels from five tanks queued for the controller's durable
+/// session, drained while the controller is stopped (`signal`) ten times.
+fn controller_drain(signal: &str) -> DrainReport {
+    const BACKLOG: usize = 5000;
+    let rig = Rig::new(&[]);
+    let quiet = [
+        "-i",
+        "drain",
+        "--pump-timeout",
+        "300",
+        "--sensor-timeout",
+        "300",
+    ];
+    let mut first = rig.controller(&quiet);
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(DEADLINE), Some(0));
+
+    // Every (tank, level) pair once: 5 tanks x 1000 levels of 0.0..99.9.
+    let level = |i: usize| (1 + i % 5, (i / 5) as f64 / 10.0);
+    let sent: Vec<String> = (0..BACKLOG)
+        .map(|i| format!("level {} {:.1}", level(i).0, level(i).1))
+        .collect();
+    let user = Peer::connect(&rig.broker, "user");
+    for i in 0..BACKLOG {
+        let (id, l) = level(i);
+        user.publish(
+            &format!("tank/{id}/level"),
+            format!(r#"{{"level": {l:.1}}}"#),
+            2,
+            false,
+        );
+    }
+    let args = rig.broker.args(
+        rig.state.path(),
+        &[&["--dashboard", "lines"][..], &quiet[..]].concat(),
+    );
+    drain_with_stops(
+        &sent,
+        10,
+        signal,
+        || Proc::spawn(CONTROLLER, &args),
+        |p| {
+            p.stdout()
+                .into_iter()
+                .filter(|l| l.starts_with("level "))
+                .collect()
+        },
+    )
+}
+
+#[test]
+fn controller_stopped_ten_times_during_a_drain_loses_and_repeats_nothing() {
+    let r = controller_drain("TERM");
+    eprintln!(
+        "controller, SIGTERM x10 ({} during the drain) of a 5000-level drain: {:?}",
+        r.mid_drain, r.audit
+    );
+    assert_eq!(r.audit, Audit::default());
+    assert!(r.mid_drain >= 3, "too few stops during the drain: {r:?}");
+}
+
+#[test]
+fn controller_killed_ten_times_during_a_drain_loses_nothing() {
+    let r = controller_drain("KILL");
+    eprintln!(
+        "controller, kill -9 x10 ({} during the drain) of a 5000-level drain: {:?}",
+        r.mid_drain, r.audit
+    );
+    let a = &r.audit;
+    assert_eq!((a.lost, a.misplaced, a.replayed), (0, 0, 0), "{a:?}");
+    assert!(
+        a.duplicated <= r.mid_drain,
+        "more than one repeat per kill: {r:?}"
+    );
+    assert!(r.mid_drain >= 3, "too few kills during the drain: {r:?}");
 }

@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
-use std::time::Duration;
-
-use pimqtt::testing::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
+use pimqtt::testing::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 const BACKLOG: usize = 5000;
@@ -28,114 +26,51 @@ fn applied(proc: &Proc) -> Vec<u8> {
         .collect()
 }
 
-struct Drain {
-    _broker: Broker,
-    args: Vec<String>,
-    _state: tempfile::TempDir,
-    sent: Vec<u8>,
-    applied: Vec<u8>,
-}
+/// A durable session for `drain`, `BACKLOG` levels queued at the broker,
+/// then drained with `runs` stops by `signal`.
+fn drain(signal: &str) -> DrainReport {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut args = vec!["--led".to_string(), "sim".into()];
+    args.extend(broker.args(state.path(), &["-i", "drain"]));
+    let watcher = Peer::connect(&broker, "watcher");
+    watcher.subscribe("led/status");
+    let mut first = Proc::spawn(EXE, &args);
+    watcher.expect("led/status", "online");
+    first.signal("TERM");
+    assert_eq!(first.wait_exit(DEADLINE), Some(0));
 
-impl Drain {
-    /// A durable session for `drain` with `n` levels queued at the broker.
-    fn new(n: usize) -> Drain {
-        let broker = Broker::start();
-        let state = tempfile::tempdir().unwrap();
-        let mut args = vec!["--led".to_string(), "sim".into()];
-        args.extend(broker.args(state.path(), &["-i", "drain"]));
-        let watcher = Peer::connect(&broker, "watcher");
-        watcher.subscribe("led/status");
-        let mut first = Proc::spawn(EXE, &args);
-        watcher.expect("led/status", "online");
-        first.signal("TERM");
-        assert_eq!(first.wait_exit(DEADLINE), Some(0));
-
-        let user = Peer::connect(&broker, "user");
-        let sent: Vec<u8> = (0..n).map(level).collect();
-        for l in &sent {
-            user.publish("led", format!(r#"{{"level": {l}}}"#), 2, false);
-        }
-        Drain {
-            _broker: broker,
-            args,
-            _state: state,
-            sent,
-            applied: Vec::new(),
-        }
+    let user = Peer::connect(&broker, "user");
+    let sent: Vec<u8> = (0..BACKLOG).map(level).collect();
+    for l in &sent {
+        user.publish("led", format!(r#"{{"level": {l}}}"#), 2, false);
     }
-
-    fn audit(&self) -> Audit {
-        Audit::of(&self.sent, &self.applied)
-    }
-
-    /// Runs led-client until it has applied `more` levels, then sends it
-    /// `signal` and keeps what it applied.
-    fn run_then(&mut self, more: usize, signal: &str) {
-        let mut led = Proc::spawn(EXE, &self.args);
-        wait_until("levels applied", Duration::from_secs(60), || {
-            applied(&led).len() >= more
-        });
-        led.signal(signal);
-        let code = led.wait_exit(DEADLINE);
-        assert_eq!(code, if signal == "KILL" { None } else { Some(0) });
-        self.applied.extend(applied(&led));
-    }
-
-    /// A last run that drains the rest.
-    fn finish(&mut self) {
-        let mut led = Proc::spawn(EXE, &self.args);
-        let before = self.applied.clone();
-        let sent = self.sent.clone();
-        // Until the last level shows, or a deadline: the audit then says
-        // what is missing.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            let mut all = before.clone();
-            all.extend(applied(&led));
-            if Audit::of(&sent, &all).lost == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        led.signal("TERM");
-        assert_eq!(led.wait_exit(DEADLINE), Some(0));
-        self.applied.extend(applied(&led));
-    }
-}
-
-/// Where to stop run `k` of ten: spread over the backlog, never the same.
-fn stop_after(k: usize) -> usize {
-    40 + (k * 131) % 300
+    drain_with_stops(&sent, 10, signal, || Proc::spawn(EXE, &args), applied)
 }
 
 #[test]
 fn sigterm_during_a_drain_loses_and_repeats_nothing() {
-    let mut d = Drain::new(BACKLOG);
-    for k in 0..10 {
-        d.run_then(stop_after(k), "TERM");
-    }
-    d.finish();
-    let audit = d.audit();
-    eprintln!("SIGTERM x10 during a {BACKLOG}-level drain: {audit:?}");
-    assert_eq!(audit, Audit::default());
+    let r = drain("TERM");
+    eprintln!(
+        "led-client, SIGTERM x10 ({} during the drain) of a {BACKLOG}-level drain: {:?}",
+        r.mid_drain, r.audit
+    );
+    assert_eq!(r.audit, Audit::default());
+    assert!(r.mid_drain >= 3, "too few stops during the drain: {r:?}");
 }
 
 #[test]
 fn kill_9_during_a_drain_loses_nothing() {
-    let mut d = Drain::new(BACKLOG);
-    for k in 0..10 {
-        d.run_then(stop_after(k), "KILL");
-    }
-    d.finish();
-    let audit = d.audit();
-    eprintln!("kill -9 x10 during a {BACKLOG}-level drain: {audit:?}");
-    assert_eq!(
-        (audit.lost, audit.misplaced, audit.replayed),
-        (0, 0, 0),
-        "{audit:?}"
+    let r = drain("KILL");
+    eprintln!(
+        "led-client, kill -9 x10 ({} during the drain) of a {BACKLOG}-level drain: {:?}",
+        r.mid_drain, r.audit
     );
+    let a = &r.audit;
+    assert_eq!((a.lost, a.misplaced, a.replayed), (0, 0, 0), "{a:?}");
     assert!(
-        audit.duplicated <= 10,
-        "more than one repeat per kill: {audit:?}"
+        a.duplicated <= r.mid_drain,
+        "more than one repeat per kill: {r:?}"
     );
+    assert!(r.mid_drain >= 3, "too few kills during the drain: {r:?}");
 }

@@ -118,6 +118,14 @@ impl Broker {
         }
     }
 
+    /// Starts it again after a [`stop`](Broker::stop), on the same port
+    /// with the same data.
+    pub fn resume(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();
@@ -521,5 +529,60 @@ impl Audit {
         }
         audit.lost += sent.len() - next;
         audit
+    }
+}
+
+/// What [`drain_with_stops`] measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    pub audit: Audit,
+    /// Stops that came while part of the backlog was still to be applied.
+    pub mid_drain: usize,
+}
+
+/// A program started `runs` times on a queued backlog (`sent`), each run
+/// sent `signal` ("TERM" or "KILL") once it has applied a few more, then
+/// a last run that applies the rest. `seen` reads what a run applied.
+pub fn drain_with_stops<T: PartialEq + Clone>(
+    sent: &[T],
+    runs: usize,
+    signal: &str,
+    spawn: impl Fn() -> Proc,
+    seen: impl Fn(&Proc) -> Vec<T>,
+) -> DrainReport {
+    let mut applied: Vec<T> = Vec::new();
+    let mut mid_drain = 0;
+    let complete = |before: &[T], proc: &Proc| {
+        let mut all = before.to_vec();
+        all.extend(seen(proc));
+        Audit::of(sent, &all).lost == 0
+    };
+    for k in 0..runs {
+        let mut proc = spawn();
+        // A different point of the drain each time.
+        let want = 20 + (k * 131) % 200;
+        wait_until("the drain to go on", Duration::from_secs(60), || {
+            seen(&proc).len() >= want || complete(&applied, &proc)
+        });
+        if !complete(&applied, &proc) {
+            mid_drain += 1;
+        }
+        proc.signal(signal);
+        let code = proc.wait_exit(DEADLINE);
+        assert_eq!(code, if signal == "KILL" { None } else { Some(0) });
+        applied.extend(seen(&proc));
+    }
+    let mut proc = spawn();
+    // Until nothing is missing, or a deadline: the audit then says what is.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !complete(&applied, &proc) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc.signal("TERM");
+    assert_eq!(proc.wait_exit(DEADLINE), Some(0));
+    applied.extend(seen(&proc));
+    DrainReport {
+        audit: Audit::of(sent, &applied),
+        mid_drain,
     }
 }

@@ -274,10 +274,11 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
 /// each step waiting at most a few seconds for all of them, so closing a
 /// fleet of a thousand takes about as long as closing one.
 fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
+    let t0 = Instant::now();
     let closing: Vec<Link> = keys.iter().filter_map(|k| links.remove(k)).collect();
     let connected: Vec<&Link> = closing
         .iter()
-        .filter(|l| l.core.client.is_connected())
+        .filter(|l| matches!(l.state, State::Connected { .. }))
         .collect();
     for l in &connected {
         if let Some(topic) = &l.core.status_topic {
@@ -297,16 +298,25 @@ fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
     let opts = mqtt::DisconnectOptionsBuilder::new()
         .timeout(Duration::ZERO)
         .finalize();
+    let t1 = Instant::now();
     let tokens: Vec<(&Link, mqtt::Token)> = connected
         .iter()
         .map(|l| (*l, l.core.client.disconnect(opts.clone())))
         .collect();
+    let t2 = Instant::now();
     let until = Instant::now() + OP_TIMEOUT / 2;
     for (l, token) in tokens {
         if let Err(e) = token.wait_for(until.saturating_duration_since(Instant::now())) {
             warn!("disconnect from {} did not complete: {e}", l.core.uri);
         }
     }
+    log::debug!(
+        "closed {} session(s): offline queued in {:?}, DISCONNECT queued in {:?}, done in {:?}",
+        closing.len(),
+        t1 - t0,
+        t2 - t1,
+        t2.elapsed()
+    );
     for l in &closing {
         info!("{} disconnected", l.core.client_id);
         l.core.events.send(Event::Closed {
