@@ -62,3 +62,33 @@ stop_pid() { # PID [SECONDS [SIGNAL]]
   fi
   wait "$pid" 2>/dev/null || true
 }
+
+# A script's help: its first comment block (after the #! line), unmarked.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+# For an option loop: sets VAR to OPTION's value, or exits 2 with
+# "PROG: OPTION needs a value" (PROG is $prog, else the script's name).
+#   --port) opt_value port "$@"; shift 2 ;;
+opt_value() { # VAR OPTION [VALUE...]
+  if (($# < 3)) || [[ -z "$3" || "$3" == -* ]]; then
+    echo "${prog:-$(basename "$0")}: $2 needs a value (try --help)" >&2
+    exit 2
+  fi
+  printf -v "$1" '%s' "$3"
+}
+
+# Prints the TCP listening sockets of process PID, and of the given PORTs,
+# that are not on a loopback address (127.0.0.0/8, ::1), as `ss -ltn` shows
+# them; prints "none listening" if it finds no socket at all. Nothing printed:
+# all on loopback.
+nonloopback_listeners() { # PID PORT...
+  local pid="$1" filter="" p
+  shift
+  for p in "$@"; do filter+="${filter:+ or }sport = :$p"; done
+  local socks
+  socks="$({ ss -ltnpH 2>/dev/null | grep -F "pid=$pid," || true
+             [[ -z "$filter" ]] || ss -ltnH "( $filter )"; } | awk '{ print $4 }' | sort -u)"
+  [[ -n "$socks" ]] || { echo "none listening"; return; }
+  for p in "$@"; do grep -q ":$p\$" <<<"$socks" || echo "nothing on port $p"; done
+  grep -vE '^(127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\]):[0-9]+$' <<<"$socks" || true
+}
