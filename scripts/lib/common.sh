@@ -51,16 +51,16 @@ wait_for() { # SECONDS COMMAND...
   done
 }
 
-# Stops a process: SIGTERM (or SIGNAL), up to SECONDS (5) for it to end, then
-# SIGKILL; reaps it if it is this shell's child. Returns at once for an empty
-# or gone pid.
+# Stops a process (or a process group: -PGID): SIGTERM (or SIGNAL), up to
+# SECONDS (5) for it to end, then SIGKILL; reaps it if it is this shell's
+# child. Returns at once for an empty or gone pid.
 stop_pid() { # PID [SECONDS [SIGNAL]]
   local pid="$1" secs="${2:-5}" sig="${3:-TERM}"
-  [[ -n "$pid" ]] || return 0
-  if kill -"$sig" "$pid" 2>/dev/null; then
-    wait_for "$secs" eval "! kill -0 $pid 2>/dev/null" || kill -9 "$pid" 2>/dev/null || true
+  [[ -n "$pid" && "$pid" != - ]] || return 0
+  if kill -"$sig" -- "$pid" 2>/dev/null; then
+    wait_for "$secs" eval "! kill -0 -- $pid 2>/dev/null" || kill -9 -- "$pid" 2>/dev/null || true
   fi
-  wait "$pid" 2>/dev/null || true
+  [[ "$pid" == -* ]] || wait "$pid" 2>/dev/null || true
 }
 
 # A script's help: its first comment block (after the #! line), unmarked.
