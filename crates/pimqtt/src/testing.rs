@@ -40,8 +40,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts Mosquitto with persistence and `max_queued_messages 0`
-    /// (unlimited), so a durable backlog is not silently cut at 1000.
+    /// Starts Mosquitto with persistence and the queue limits and autosave
+    /// of mosquitto/pi-mqtt.conf (the reasons are there): a durable backlog
+    /// is not cut at the default 1000, and never `max_queued_messages 0`,
+    /// which Mosquitto 2.0.16 and 2.0.21 mishandle.
     pub fn start() -> Broker {
         Broker::start_with("")
     }
@@ -50,7 +52,8 @@ impl Broker {
     pub fn start_with(extra: &str) -> Broker {
         Broker::start_conf(&format!(
             "listener @PORT@ 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             max_queued_messages 0\nset_tcp_nodelay true\n{extra}"
+             autosave_interval 10\nmax_queued_messages 1000000\n\
+             max_queued_bytes 104857600\nset_tcp_nodelay true\n{extra}"
         ))
     }
 
@@ -87,14 +90,19 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("mosquitto")
+        let bin = mosquitto_bin();
+        static VERSION: std::sync::Once = std::sync::Once::new();
+        VERSION.call_once(|| eprintln!("testing: {}", mosquitto_version(&bin)));
+        let child = Command::new(&bin)
             .arg("-c")
             .arg(&self.conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("mosquitto must be installed (scripts/test installs it)");
+            .unwrap_or_else(|e| {
+                panic!("cannot run {bin} ({e}): scripts/setup --test installs Mosquitto")
+            });
         self.child = Some(child);
         wait_until("mosquitto to listen", DEADLINE, || {
             TcpStream::connect(("127.0.0.1", self.port)).is_ok()
@@ -168,6 +176,25 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// The Mosquitto that [`Broker`] runs: `$PIMQTT_MOSQUITTO` (a command or a
+/// path, such as the 2.0.21 that `scripts/setup --test` unpacks; scripts/test
+/// runs the tests once more with it), else `mosquitto`.
+pub fn mosquitto_bin() -> String {
+    std::env::var("PIMQTT_MOSQUITTO")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "mosquitto".into())
+}
+
+/// "mosquitto version 2.0.11 (path)" from `BIN -h`, for the test log.
+fn mosquitto_version(bin: &str) -> String {
+    let out = Command::new(bin).arg("-h").output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let line = text.unwrap_or_default();
+    let first = line.lines().next().unwrap_or("mosquitto version unknown");
+    format!("{first} ({bin})")
 }
 
 /// Sends a signal by name with kill(1): tests need SIGINT/SIGTERM, which std

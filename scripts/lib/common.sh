@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# Shell helpers that every script in scripts/ sources (issue 9, "Shell"):
+#   . "$(dirname "$0")/lib/common.sh"          (scripts/*)
+#   . "$(dirname "$0")/../lib/common.sh"       (scripts/test.d/*, scripts/bench.d/*)
+# It sets PIMQTT_ROOT (the repository) and defines functions only: it changes
+# no shell option and runs nothing.
+
+PIMQTT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+# Mosquitto 2.0.21 (Debian trixie's, and so the current Raspberry Pi OS's),
+# which `scripts/setup --test` unpacks here beside the system's Mosquitto;
+# scripts/test runs the broker-facing tests against it too.
+PIMQTT_MOSQUITTO_NEW_VERSION=2.0.21
+PIMQTT_MOSQUITTO_NEW_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pi-mqtt/mosquitto-$PIMQTT_MOSQUITTO_NEW_VERSION"
+
+# The Mosquitto to run: $PIMQTT_MOSQUITTO (a command or a path, as for the
+# Rust test toolkit's Broker), else the system's `mosquitto`.
+mosquitto_bin() { printf '%s\n' "${PIMQTT_MOSQUITTO:-mosquitto}"; }
+
+# The version ("2.0.11") of that Mosquitto, or of BINARY; empty if it does
+# not run. (`mosquitto -h` exits non-zero: safe under set -e -o pipefail.)
+mosquitto_version() { # [BINARY]
+  { "${1:-$(mosquitto_bin)}" -h 2>&1 || true; } | sed -n 's/^mosquitto version \([0-9][0-9.]*\).*/\1/p;T;q'
+}
+
+# True if something accepts TCP connections on HOST PORT.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# A free TCP port on 127.0.0.1, chosen by the kernel (a random unused one if
+# python3 is missing).
+free_port() {
+  if command -v python3 >/dev/null; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    return
+  fi
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    port_open 127.0.0.1 "$p" || { echo "$p"; return; }
+  done
+}
+
+# Runs COMMAND... every 50 ms until it succeeds (returns 0) or SECONDS pass
+# (returns 1): a condition with a deadline, never a fixed sleep.
+wait_for() { # SECONDS COMMAND...
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+}
+
+# Stops a process (or a process group: -PGID): SIGTERM (or SIGNAL), up to
+# SECONDS (5) for it to end, then SIGKILL; reaps it if it is this shell's
+# child. Returns at once for an empty or gone pid.
+stop_pid() { # PID [SECONDS [SIGNAL]]
+  local pid="$1" secs="${2:-5}" sig="${3:-TERM}"
+  [[ -n "$pid" && "$pid" != - ]] || return 0
+  if kill -"$sig" -- "$pid" 2>/dev/null; then
+    wait_for "$secs" eval "! kill -0 -- $pid 2>/dev/null" || kill -9 -- "$pid" 2>/dev/null || true
+  fi
+  [[ "$pid" == -* ]] || wait "$pid" 2>/dev/null || true
+}
+
+# A script's help: its first comment block (after the #! line), unmarked.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
+# For an option loop: sets VAR to OPTION's value, or exits 2 with
+# "PROG: OPTION needs a value" (PROG is $prog, else the script's name).
+#   --port) opt_value port "$@"; shift 2 ;;
+opt_value() { # VAR OPTION [VALUE...]
+  if (($# < 3)) || [[ -z "$3" || "$3" == -* ]]; then
+    echo "${prog:-$(basename "$0")}: $2 needs a value (try --help)" >&2
+    exit 2
+  fi
+  printf -v "$1" '%s' "$3"
+}
+
+# Prints the TCP listening sockets of process PID, and of the given PORTs,
+# that are not on a loopback address (127.0.0.0/8, ::1), as `ss -ltn` shows
+# them; prints "none listening" if it finds no socket at all. Nothing printed:
+# all on loopback.
+nonloopback_listeners() { # PID PORT...
+  local pid="$1" filter="" p
+  shift
+  for p in "$@"; do filter+="${filter:+ or }sport = :$p"; done
+  local socks
+  socks="$({ ss -ltnpH 2>/dev/null | grep -F "pid=$pid," || true
+             [[ -z "$filter" ]] || ss -ltnH "( $filter )"; } | awk '{ print $4 }' | sort -u)"
+  [[ -n "$socks" ]] || { echo "none listening"; return; }
+  for p in "$@"; do grep -q ":$p\$" <<<"$socks" || echo "nothing on port $p"; done
+  grep -vE '^(127\.[0-9]+\.[0-9]+\.[0-9]+|\[::1\]):[0-9]+$' <<<"$socks" || true
+}
