@@ -579,32 +579,45 @@ pub fn drain_with_stops<T: PartialEq + Clone>(
 ) -> DrainReport {
     let mut applied: Vec<T> = Vec::new();
     let mut mid_drain = 0;
-    let complete = |before: &[T], proc: &Proc| {
-        let mut all = before.to_vec();
-        all.extend(seen(proc));
-        Audit::of(sent, &all).lost == 0
-    };
+    // Counting is cheap enough to poll; the audit is done once, at the end.
+    let left =
+        |applied: &[T], proc: &Proc| sent.len().saturating_sub(applied.len() + seen(proc).len());
     for k in 0..runs {
         let mut proc = spawn();
         // A different point of the drain each time.
         let want = 20 + (k * 131) % 200;
         wait_until("the drain to go on", Duration::from_secs(60), || {
-            seen(&proc).len() >= want || complete(&applied, &proc)
+            seen(&proc).len() >= want || left(&applied, &proc) == 0
         });
-        if !complete(&applied, &proc) {
+        if left(&applied, &proc) > 0 {
             mid_drain += 1;
         }
+        // A signal before the program set up its handler would kill it.
+        proc.wait_stderr("connected to");
         proc.signal(signal);
         let code = proc.wait_exit(DEADLINE);
-        assert_eq!(code, if signal == "KILL" { None } else { Some(0) });
+        assert_eq!(
+            code,
+            if signal == "KILL" { None } else { Some(0) },
+            "run {k} ended badly: {:?}",
+            proc.stderr()
+        );
         applied.extend(seen(&proc));
     }
     let mut proc = spawn();
     // Until nothing is missing, or a deadline: the audit then says what is.
+    let complete = |applied: &[T], proc: &Proc| {
+        left(applied, proc) == 0 && {
+            let mut all = applied.to_vec();
+            all.extend(seen(proc));
+            Audit::of(sent, &all).lost == 0
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !complete(&applied, &proc) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    proc.wait_stderr("connected to");
     proc.signal("TERM");
     assert_eq!(proc.wait_exit(DEADLINE), Some(0));
     applied.extend(seen(&proc));

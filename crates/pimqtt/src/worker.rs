@@ -278,7 +278,9 @@ fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
     let closing: Vec<Link> = keys.iter().filter_map(|k| links.remove(k)).collect();
     let connected: Vec<&Link> = closing
         .iter()
-        .filter(|l| matches!(l.state, State::Connected { .. }))
+        // Paho's word, not our state: a connection made a moment ago may
+        // not have been polled yet.
+        .filter(|l| l.core.client.is_connected())
         .collect();
     for l in &connected {
         if let Some(topic) = &l.core.status_topic {
