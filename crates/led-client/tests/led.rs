@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
+use std::time::Duration;
+
 use pimqtt::testing::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
@@ -343,4 +345,31 @@ fn settings_that_can_never_work_are_refused_before_connecting() {
         w.drain(std::time::Duration::from_millis(300)).is_empty(),
         "no client connected"
     );
+}
+
+/// Two programs with one client id (a service and a manual run): the broker
+/// hands the session to whichever connected last, so they take turns. Each
+/// says so once and backs off instead of taking turns every second for ever.
+#[test]
+fn a_sibling_with_the_same_id_is_named_once_and_backed_off() {
+    let broker = Broker::start();
+    let (s1, s2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Proc::spawn(EXE, &args(&broker, s1.path(), &["-i", "twin"]));
+    let b = Proc::spawn(EXE, &args(&broker, s2.path(), &["-i", "twin"]));
+    let told = |p: &Proc| {
+        p.stderr()
+            .iter()
+            .filter(|l| l.contains("another client is probably using the client id \"twin\""))
+            .count()
+    };
+    wait_until("a warning naming the id", Duration::from_secs(30), || {
+        told(&a) + told(&b) > 0
+    });
+    // Watch the turns for a while: at 1 s apiece there would be ~20 more.
+    let connects = |p: &Proc| p.stderr().iter().filter(|l| l.contains("connected to")).count();
+    let before = connects(&a) + connects(&b);
+    std::thread::sleep(Duration::from_secs(20));
+    let turns = connects(&a) + connects(&b) - before;
+    assert!(turns <= 12, "{turns} connects in 20 s: no back-off");
+    assert!(told(&a) <= 1 && told(&b) <= 1, "said more than once");
 }
