@@ -8,8 +8,9 @@
 //!   `off`; in between nothing (hysteresis). A command already sent and not
 //!   yet confirmed is not sent again on every level.
 //! - a command the pump has not confirmed within `command_timeout` is sent
-//!   again (not while the pump is known to be offline: it is re-sent as
-//!   soon as the pump is back and reports another state).
+//!   again. Nothing is sent while the pump is known to be offline (it would
+//!   wait at the broker and reach the pump stale): what is wanted then is
+//!   sent once, as soon as the pump is back and reports another state.
 //! - alarms, raised and cleared: `pump-offline` (status `offline`, or no
 //!   state for `pump_timeout`), `sensor-stale` (no level for
 //!   `sensor_timeout`; the pump is then commanded off), `overflow` (level
@@ -264,23 +265,13 @@ impl Controller {
                 }
                 let was_offline = tank.alarms.contains_key(&AlarmKind::PumpOffline);
                 update_alarms(cfg, tank, now, out);
-                if was_offline && !tank.alarms.contains_key(&AlarmKind::PumpOffline) {
-                    // Back: what it missed (or lost in a restart) goes again.
-                    if let Some((want, _)) = tank.pending {
-                        send(
-                            tank,
-                            want,
-                            true,
-                            "the pump is back and reports another state".into(),
-                            now,
-                            out,
-                        );
-                    }
-                }
+                back(tank, was_offline, now, out);
             }
             Input::PumpStatus(status) => {
                 tank.pump_status = Some(status);
+                let was_offline = tank.alarms.contains_key(&AlarmKind::PumpOffline);
                 update_alarms(cfg, tank, now, out);
+                back(tank, was_offline, now, out);
             }
             Input::TankStatus(status) => tank.tank_status = Some(status),
             Input::RetainedAlarm(kind) => {
@@ -353,6 +344,27 @@ fn decide(cfg: &Config, tank: &mut Tank, level: f64, now: Instant, out: &mut Vec
     }
 }
 
+/// A pump that was offline is back: what it should be doing now goes out,
+/// once (whatever was decided while it was away was held back).
+fn back(tank: &mut Tank, was_offline: bool, now: Instant, out: &mut Vec<Output>) {
+    if !was_offline || tank.alarms.contains_key(&AlarmKind::PumpOffline) {
+        return;
+    }
+    if let Some((want, _)) = tank.pending {
+        if tank.pump == Some(want) {
+            tank.pending = None;
+        } else {
+            let why = "the pump is back and reports another state".to_string();
+            send(tank, want, true, why, now, out);
+        }
+    }
+}
+
+/// Sends a command, unless the pump is known to be offline: a command
+/// queued for a pump that is away would reach it whenever it comes back,
+/// however stale, and a pump back from an outage must switch at most once,
+/// to what is wanted then. So it is only remembered (`pending`), and
+/// [`back`] sends it when the pump returns.
 fn send(
     tank: &mut Tank,
     state: PumpState,
@@ -362,6 +374,9 @@ fn send(
     out: &mut Vec<Output>,
 ) {
     tank.pending = Some((state, now));
+    if tank.alarms.contains_key(&AlarmKind::PumpOffline) {
+        return;
+    }
     out.push(Output::Command {
         id: tank.id.clone(),
         state,
@@ -614,6 +629,31 @@ mod tests {
             alarms(&out),
             vec![("1".into(), AlarmKind::PumpOffline, false)]
         );
+    }
+
+    #[test]
+    fn a_pump_back_from_an_outage_gets_one_command_for_now() {
+        let mut r = Rig::new();
+        r.feed(0.0, "1", Input::PumpStatus(Availability::Online));
+        r.feed(0.0, "1", Input::PumpState(Off));
+        r.feed(0.0, "1", Input::Level(70.0));
+        r.feed(1.0, "1", Input::PumpStatus(Availability::Offline));
+        // Away: the level falls below low, rises to high, falls again, and
+        // timeouts pass. Nothing is queued for the pump.
+        let mut away = Vec::new();
+        for (t, level) in [(2.0, 40.0), (3.0, 100.0), (4.0, 30.0), (20.0, 35.0)] {
+            away.extend(commands(&r.feed(t, "1", Input::Level(level))));
+            away.extend(commands(&r.tick(t)));
+        }
+        assert_eq!(away, vec![], "commands sent to a pump that is away");
+        // Back: one command, for what is wanted now (on, at 35 %).
+        let mut out = r.feed(21.0, "1", Input::PumpStatus(Availability::Online));
+        out.extend(r.feed(21.0, "1", Input::PumpState(Off)));
+        assert_eq!(commands(&out), vec![("1".into(), On, true)]);
+        out = r.feed(22.0, "1", Input::PumpState(On));
+        out.extend(r.feed(23.0, "1", Input::Level(40.0)));
+        out.extend(r.tick(28.0));
+        assert_eq!(commands(&out), vec![], "once");
     }
 
     #[test]

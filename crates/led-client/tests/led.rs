@@ -366,7 +366,12 @@ fn a_sibling_with_the_same_id_is_named_once_and_backed_off() {
         told(&a) + told(&b) > 0
     });
     // Watch the turns for a while: at 1 s apiece there would be ~20 more.
-    let connects = |p: &Proc| p.stderr().iter().filter(|l| l.contains("connected to")).count();
+    let connects = |p: &Proc| {
+        p.stderr()
+            .iter()
+            .filter(|l| l.contains("connected to"))
+            .count()
+    };
     let before = connects(&a) + connects(&b);
     std::thread::sleep(Duration::from_secs(20));
     let turns = connects(&a) + connects(&b) - before;
