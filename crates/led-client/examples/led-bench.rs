@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paho_mqtt as mqtt;
-use pimqtt::testing::{signal, Broker, Peer, DEADLINE};
+use pimqtt_testkit::{signal, Broker, Peer, DEADLINE};
 
 /// Every process the benchmark started. The release profile aborts on a
 /// panic, so no destructor would stop them: the panic hook does.

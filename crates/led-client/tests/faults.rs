@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 const BACKLOG: usize = 5000;

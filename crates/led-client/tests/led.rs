@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
-use pimqtt::testing::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pump-sim");
 const ON: &str = r#"{"state":"on"}"#;

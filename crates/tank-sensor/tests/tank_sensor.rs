@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{Broker, Peer, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
 

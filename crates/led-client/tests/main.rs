@@ -1,0 +1,7 @@
+//! Every integration test of led-client, in one binary (as ripgrep does:
+//! one link of Paho C and OpenSSL instead of one per file). Each module is
+//! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
+
+mod faults;
+mod led;
+mod secure;
