@@ -12,12 +12,13 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use paho_mqtt as mqtt;
@@ -34,6 +35,47 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Tests of one crate share a process (one test binary per crate), and so
+/// Paho C's process-wide threads and lock, and its sockets, which it opens
+/// without close-on-exec (so every program a test spawns inherits them).
+/// A fault test that streams thousands of QoS 2 messages through that
+/// process starves the others' clients; it takes [`exclusive`] and runs
+/// alone, as it did in a binary of its own. Every [`Broker`] holds a
+/// shared turn, so ordinary tests still run side by side.
+static TURNS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// Whether this thread holds the exclusive turn (its brokers then take
+    /// no shared one: the lock is not reentrant).
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The exclusive turn: held, no other test of this binary has a broker.
+#[derive(Debug)]
+pub struct Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
+}
+
+/// Waits until no other test of this binary has a broker, and keeps it so
+/// while the guard lives. For tests that load Paho in this process heavily.
+pub fn exclusive() -> Exclusive {
+    let guard = TURNS.write().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Exclusive(guard)
+}
+
+fn shared_turn() -> Option<RwLockReadGuard<'static, ()>> {
+    if ALONE.with(Cell::get) {
+        None
+    } else {
+        Some(TURNS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// A Mosquitto of the test's own: killed and reaped on drop, data deleted.
 #[derive(Debug)]
 pub struct Broker {
@@ -41,6 +83,8 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     conf: PathBuf,
     child: Option<Child>,
+    /// Keeps an [`exclusive`] test from starting while this broker lives.
+    _turn: Option<RwLockReadGuard<'static, ()>>,
 }
 
 impl Broker {
@@ -64,6 +108,7 @@ impl Broker {
     /// Persistence and logging are set as in [`Broker::start_with`].
     pub fn start_conf(text: &str) -> Broker {
         use std::os::unix::fs::MetadataExt;
+        let turn = shared_turn();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -85,6 +130,7 @@ impl Broker {
             dir,
             conf,
             child: None,
+            _turn: turn,
         };
         b.spawn();
         b
