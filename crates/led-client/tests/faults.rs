@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pimqtt_testkit::{exclusive, wait_until, Audit, Broker, Exclusive, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 const BACKLOG: usize = 5000;
@@ -34,14 +34,11 @@ struct Drain {
     _state: tempfile::TempDir,
     sent: Vec<u8>,
     applied: Vec<u8>,
-    /// Alone in this test binary: see `pimqtt_testkit::exclusive`.
-    _alone: Exclusive,
 }
 
 impl Drain {
     /// A durable session for `drain` with `n` levels queued at the broker.
     fn new(n: usize) -> Drain {
-        let alone = exclusive();
         let broker = Broker::start();
         let state = tempfile::tempdir().unwrap();
         let mut args = vec!["--led".to_string(), "sim".into()];
@@ -64,7 +61,6 @@ impl Drain {
             _state: state,
             sent,
             applied: Vec::new(),
-            _alone: alone,
         }
     }
 

@@ -1,7 +1,5 @@
-//! Every integration test of led-client, in one binary (as ripgrep does:
-//! one link of Paho C and OpenSSL instead of one per file). Each module is
-//! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
+//! led-client's integration tests against a real Mosquitto, in one binary
+//! (as ripgrep does: one link of Paho C and OpenSSL instead of one per file).
+//! `secure.rs` and `faults.rs` are binaries of their own: see Cargo.toml.
 
-mod faults;
 mod led;
-mod secure;

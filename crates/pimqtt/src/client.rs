@@ -1,4 +1,4 @@
-//! What a [`Session`](crate::Session) and the [worker](crate::worker) share
+//! What a [`Session`](crate::Session) and the worker (`worker.rs`) share
 //! of one connection: the Paho client with what it was built from
 //! ([`Core`]), and [`diagnose`], which tells a refusal to fix from a broker
 //! that is not there yet. Both `session` and `worker` use this module; it

@@ -12,13 +12,12 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
 
-use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paho_mqtt as mqtt;
@@ -35,47 +34,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Tests of one crate share a process (one test binary per crate), and so
-/// Paho C's process-wide threads and lock, and its sockets, which it opens
-/// without close-on-exec (so every program a test spawns inherits them).
-/// A fault test that streams thousands of QoS 2 messages through that
-/// process starves the others' clients; it takes [`exclusive`] and runs
-/// alone, as it did in a binary of its own. Every [`Broker`] holds a
-/// shared turn, so ordinary tests still run side by side.
-static TURNS: RwLock<()> = RwLock::new(());
-
-thread_local! {
-    /// Whether this thread holds the exclusive turn (its brokers then take
-    /// no shared one: the lock is not reentrant).
-    static ALONE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The exclusive turn: held, no other test of this binary has a broker.
-#[derive(Debug)]
-pub struct Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
-
-impl Drop for Exclusive {
-    fn drop(&mut self) {
-        ALONE.with(|a| a.set(false));
-    }
-}
-
-/// Waits until no other test of this binary has a broker, and keeps it so
-/// while the guard lives. For tests that load Paho in this process heavily.
-pub fn exclusive() -> Exclusive {
-    let guard = TURNS.write().unwrap_or_else(|e| e.into_inner());
-    ALONE.with(|a| a.set(true));
-    Exclusive(guard)
-}
-
-fn shared_turn() -> Option<RwLockReadGuard<'static, ()>> {
-    if ALONE.with(Cell::get) {
-        None
-    } else {
-        Some(TURNS.read().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
 /// A Mosquitto of the test's own: killed and reaped on drop, data deleted.
 #[derive(Debug)]
 pub struct Broker {
@@ -83,8 +41,6 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     conf: PathBuf,
     child: Option<Child>,
-    /// Keeps an [`exclusive`] test from starting while this broker lives.
-    _turn: Option<RwLockReadGuard<'static, ()>>,
 }
 
 impl Broker {
@@ -108,7 +64,6 @@ impl Broker {
     /// Persistence and logging are set as in [`Broker::start_with`].
     pub fn start_conf(text: &str) -> Broker {
         use std::os::unix::fs::MetadataExt;
-        let turn = shared_turn();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
@@ -130,7 +85,6 @@ impl Broker {
             dir,
             conf,
             child: None,
-            _turn: turn,
         };
         b.spawn();
         b
@@ -187,6 +141,17 @@ impl Broker {
         a.push(state.display().to_string());
         a.extend(extra.iter().map(|s| s.to_string()));
         a
+    }
+
+    /// Runs the program `exe` against this broker: [`Broker::args`] with
+    /// `state` and `extra`.
+    pub fn run(&self, exe: impl AsRef<Path>, state: &Path, extra: &[&str]) -> Proc {
+        Proc::spawn(exe, &self.args(state, extra))
+    }
+
+    /// A peer called `watcher`, subscribed to `filters`.
+    pub fn watcher(&self, filters: &[&str]) -> Peer {
+        Peer::watching(self, "watcher", filters)
     }
 
     /// The running Mosquitto's process id (it changes with `restart`).

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pimqtt_testkit::{exclusive, wait_until, Audit, Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
 
 const BACKLOG: usize = 10_000;
 
@@ -17,8 +17,6 @@ fn numbers(lines: &[String]) -> Vec<usize> {
 
 #[test]
 fn broker_restarts_during_a_drain_lose_nothing() {
-    // Alone in this test binary: see `pimqtt_testkit::exclusive`.
-    let _alone = exclusive();
     let mut broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let demo_args = broker.args(

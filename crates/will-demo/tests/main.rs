@@ -1,6 +1,4 @@
-//! Every integration test of will-demo, in one binary (as ripgrep does:
-//! one link of Paho C and OpenSSL instead of one per file). Each module is
-//! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
+//! will-demo's integration tests against a real Mosquitto, in one binary.
+//! `faults.rs` is a binary of its own: see Cargo.toml.
 
-mod faults;
 mod will;
