@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pimqtt::testing::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, Stream, DEADLINE};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
 

@@ -1,5 +1,5 @@
 //! led-client's logic, kept out of `main.rs` so tests and the benchmark can
-//! reason about it. `led` holds the two outputs (simulated and GPIO).
+//! reason about it. `led` holds the two outputs (`led::sim` and `led::gpio`).
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,7 +8,6 @@ use log::{debug, info, warn};
 use pimqtt::payload::{self, BadPayload, LedRequest};
 use pimqtt::{topics, CommonArgs, Event, Inbox, Next, Session, SessionConfig};
 
-pub mod gpio;
 pub mod led;
 
 use led::{Led, LedKind};

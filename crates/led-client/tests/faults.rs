@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
-use pimqtt::testing::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 const BACKLOG: usize = 5000;

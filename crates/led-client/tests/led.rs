@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{wait_until, Broker, Peer, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 

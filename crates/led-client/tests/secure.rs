@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use paho_mqtt as mqtt;
-use pimqtt::testing::{free_port, Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{free_port, Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 

@@ -8,8 +8,10 @@
 //!   a message that completes with the broker once the program dropped it.
 //! - [`options`]: flags and a [`SessionConfig`] turned into Paho's options
 //!   (pure; unit-tested without a broker).
-//! - [`session`]: a [`Session`]: connect, publish, close, and the diagnosis
-//!   of a failed connect.
+//! - [`session`]: a [`Session`]: new, connect, publish, close.
+//! - `client` (private): what a session and the worker share of one
+//!   connection (the Paho client, its options), and the diagnosis of a
+//!   failed connect.
 //! - `worker` (private): the one thread per process that calls Paho outside
 //!   its callbacks: connects, reconnects on our schedule, publishes, closes.
 //! - [`store`]: an append-only file of keyed records, and `--sync`.
@@ -23,10 +25,9 @@
 //! - [`logging`]: env_logger on stderr, `-d` for the Paho protocol trace.
 //! - [`payload`]: the JSON payloads of the topic table, fallible both ways.
 //! - [`topics`]: topic names and ids.
-//! - [`testing`] (feature `testing`): a private Mosquitto per test and
-//!   helpers to drive the binaries, shared by every crate's integration tests.
 
 pub mod cli;
+mod client;
 pub mod error;
 pub mod events;
 pub mod fleet;
@@ -39,8 +40,6 @@ pub mod persist;
 pub mod session;
 pub mod shutdown;
 pub mod store;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod topics;
 mod worker;
 

@@ -10,7 +10,6 @@
 //! Paho's callbacks turn into [`Event`]s in the program's [`Inbox`].
 
 use std::fmt;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,34 +17,11 @@ use log::{debug, info, warn};
 use paho_mqtt as mqtt;
 
 use crate::cli::CommonArgs;
+use crate::client::{Core, Target};
 use crate::error::ConnectError;
-use crate::events::{Delivery, Event, EventSender, Inbox};
+use crate::events::{Delivery, Event, Inbox};
 use crate::options::{self, SessionConfig};
 use crate::worker::{Job, Worker};
-
-/// What the worker and Paho's callbacks need of a session.
-pub(crate) struct Core {
-    pub(crate) key: usize,
-    pub(crate) client: mqtt::AsyncClient,
-    pub(crate) connect: mqtt::ConnectOptions,
-    pub(crate) client_id: String,
-    pub(crate) uri: String,
-    pub(crate) tag: usize,
-    pub(crate) status_topic: Option<String>,
-    pub(crate) qos: i32,
-    pub(crate) events: EventSender,
-    target: Target,
-}
-
-/// What [`diagnose`] needs to explain a failed connect.
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// Whether -u was given: turns "not authorised" into a hint about the
-    /// password rather than about a missing one.
-    has_user: bool,
-}
 
 /// A program's handle on one connection. Cheap to clone.
 #[derive(Clone)]
@@ -223,72 +199,6 @@ fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
     std::fs::write(&probe, b"").map_err(fail)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
-}
-
-/// What a failed connect means: something to fix (fatal), or a broker not
-/// there yet (retry).
-pub(crate) enum Diagnosis {
-    Fatal(ConnectError),
-    Retry(String),
-}
-
-pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
-    let t = &core.target;
-    if let mqtt::Error::ConnectReturn(code) = err {
-        use mqtt::ConnectReturnCode::*;
-        let why = match code {
-            BadUserNameOrPassword => {
-                "the user name or password is wrong (check -u and -P/--pw-file/MQTT_PASSWORD)"
-            }
-            // Mosquitto 2.x answers a wrong password with this code too.
-            NotAuthorized if t.has_user => {
-                "the user name or password is wrong, or this user may not connect (check -u \
-                 and -P/--pw-file/MQTT_PASSWORD)"
-            }
-            NotAuthorized => {
-                "this client is not authorised (the broker needs a user name and password: -u/-P)"
-            }
-            IdentifierRejected => "the client id was rejected (choose another with -i)",
-            UnacceptableProtocolVersion => "the broker does not speak MQTT 3.1.1",
-            _ => "",
-        };
-        if !why.is_empty() {
-            return Diagnosis::Fatal(ConnectError::Refused(format!(
-                "the broker at {} refused the connection: {why}",
-                core.uri
-            )));
-        }
-    }
-    let reachable = tcp_reachable(&t.host, t.port);
-    if t.tls && reachable {
-        return Diagnosis::Fatal(ConnectError::Refused(format!(
-            "TLS connection to {} failed ({err}): the broker's certificate is not signed by \
-             --cafile or does not name host {:?}, or port {} is not a TLS listener",
-            core.uri, t.host, t.port
-        )));
-    }
-    Diagnosis::Retry(if reachable {
-        // Something listens but dropped us: a broker still starting, or a
-        // TLS listener spoken to in plain MQTT.
-        format!(
-            "broker at {} closed the connection ({err}); if port {} is a TLS listener, add \
-             --cafile",
-            core.uri, t.port
-        )
-    } else {
-        format!("broker at {} not reachable ({err})", core.uri)
-    })
-}
-
-/// Is anything listening at host:port? Tells a TLS refusal from a broker
-/// that is simply not running.
-fn tcp_reachable(host: &str, port: u16) -> bool {
-    let Ok(addrs) = (host, port).to_socket_addrs() else {
-        return false;
-    };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
 }
 
 /// Paho's callbacks run on its receive thread, holding its lock: they may

@@ -1,6 +1,6 @@
 //! An append-only store of keyed records on disk: what both Paho's client
-//! persistence ([`persist`](crate::persist)) and the program's inbox journal
-//! ([`journal`](crate::journal)) are made of.
+//! persistence (`persist.rs`) and the program's inbox journal
+//! (`journal.rs`) are made of.
 //!
 //! A put or a remove is one `write` system call of one checksummed record,
 //! so a process killed at any moment leaves whole records and at most one

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use paho_mqtt as mqtt;
 
+use crate::client::{diagnose, Core, Diagnosis};
 use crate::events::Event;
 use crate::options::OP_TIMEOUT;
-use crate::session::{diagnose, Core, Diagnosis};
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);

@@ -6,26 +6,18 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{Broker, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pump-sim");
 const ON: &str = r#"{"state":"on"}"#;
 const OFF: &str = r#"{"state":"off"}"#;
 
-fn start(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Proc {
-    Proc::spawn(EXE, &broker.args(state, extra))
-}
-
-fn watcher(broker: &Broker, filters: &[&str]) -> Peer {
-    Peer::watching(broker, "watcher", filters)
-}
-
 #[test]
 fn obeys_both_command_forms_and_ignores_bad_ones() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["pump/1/state", "pump/1/status"]);
-    let pump = start(&broker, state.path(), &["--heartbeat", "600"]);
+    let w = broker.watcher(&["pump/1/state", "pump/1/status"]);
+    let pump = broker.run(EXE, state.path(), &["--heartbeat", "600"]);
     w.expect("pump/1/status", "online");
     w.expect("pump/1/state", OFF); // starts off
     pump.wait_stdout("pump 1 off");
@@ -66,8 +58,8 @@ fn obeys_both_command_forms_and_ignores_bad_ones() {
 fn confirms_commands_and_repeats_its_state() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["pump/1/state"]);
-    let _pump = start(&broker, state.path(), &["--heartbeat", "0.2"]);
+    let w = broker.watcher(&["pump/1/state"]);
+    let _pump = broker.run(EXE, state.path(), &["--heartbeat", "0.2"]);
     w.expect("pump/1/state", OFF);
     for _ in 0..3 {
         w.expect("pump/1/state", OFF); // heartbeats
@@ -80,8 +72,8 @@ fn confirms_commands_and_repeats_its_state() {
 fn a_fleet_has_one_connection_per_pump() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["pump/+/status"]);
-    let pump = start(&broker, state.path(), &["--pump", "7", "--count", "3"]);
+    let w = broker.watcher(&["pump/+/status"]);
+    let pump = broker.run(EXE, state.path(), &["--pump", "7", "--count", "3"]);
     let want: Vec<String> = [7, 8, 9]
         .iter()
         .map(|id| format!("pump/{id}/status"))
@@ -99,8 +91,8 @@ fn a_fleet_has_one_connection_per_pump() {
 fn sigterm_says_offline_and_exits_0() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["pump/1/status"]);
-    let mut pump = start(&broker, state.path(), &[]);
+    let w = broker.watcher(&["pump/1/status"]);
+    let mut pump = broker.run(EXE, state.path(), &[]);
     w.expect("pump/1/status", "online");
     pump.signal("TERM");
     assert_eq!(pump.wait_exit(DEADLINE), Some(0));
@@ -115,7 +107,7 @@ fn sigterm_says_offline_and_exits_0() {
 fn a_bad_id_is_a_clear_error() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let mut pump = start(&broker, state.path(), &["--pump", "a/b"]);
+    let mut pump = broker.run(EXE, state.path(), &["--pump", "a/b"]);
     assert_eq!(pump.wait_exit(DEADLINE), Some(2));
     assert!(pump
         .stderr()
@@ -129,8 +121,8 @@ fn a_bad_id_is_a_clear_error() {
 fn a_huge_bad_command_is_one_short_warning() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["pump/1/state"]);
-    let pump = start(&broker, state.path(), &["--heartbeat", "600"]);
+    let w = broker.watcher(&["pump/1/state"]);
+    let pump = broker.run(EXE, state.path(), &["--heartbeat", "600"]);
     w.expect("pump/1/state", OFF);
     let word = "x".repeat(60 * 1024);
     let bad = [word.clone(), format!(r#"{{"state": "{word}"}}"#)];

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use pimqtt::testing::{wait_until, Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{wait_until, Broker, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
 

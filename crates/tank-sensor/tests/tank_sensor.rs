@@ -6,24 +6,16 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{Broker, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{Broker, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
-
-fn start(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Proc {
-    Proc::spawn(EXE, &broker.args(state, extra))
-}
-
-fn watcher(broker: &Broker, filters: &[&str]) -> Peer {
-    Peer::watching(broker, "watcher", filters)
-}
 
 #[test]
 fn stdin_levels_are_published_at_once() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["tank/1/level", "tank/1/status"]);
-    let mut s = start(&broker, state.path(), &["--source", "stdin"]);
+    let w = broker.watcher(&["tank/1/level", "tank/1/status"]);
+    let mut s = broker.run(EXE, state.path(), &["--source", "stdin"]);
     w.expect("tank/1/status", "online");
     s.write_stdin("63.46\n");
     w.expect("tank/1/level", r#"{"level":63.5}"#);
@@ -46,7 +38,7 @@ fn stdin_levels_are_published_at_once() {
     assert_eq!(s.wait_exit(DEADLINE), Some(0));
     w.expect("tank/1/status", "offline");
     // A late subscriber still gets the last level: it is retained.
-    let late = watcher(&broker, &["tank/1/level"]);
+    let late = broker.watcher(&["tank/1/level"]);
     late.expect("tank/1/level", r#"{"level":40.0}"#);
 }
 
@@ -63,9 +55,9 @@ fn levels(p: &Proc, n: usize) -> Vec<f64> {
 fn the_simulated_tank_drains_and_fills_with_its_pump() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["tank/1/status"]);
-    let s = start(
-        &broker,
+    let w = broker.watcher(&["tank/1/status"]);
+    let s = broker.run(
+        EXE,
         state.path(),
         &[
             "--initial",
@@ -98,9 +90,9 @@ fn the_simulated_tank_drains_and_fills_with_its_pump() {
 fn a_fleet_has_one_connection_and_topic_per_tank() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["tank/+/status", "tank/+/level"]);
-    let mut s = start(
-        &broker,
+    let w = broker.watcher(&["tank/+/status", "tank/+/level"]);
+    let mut s = broker.run(
+        EXE,
         state.path(),
         &["--tank", "north", "--count", "3", "--source", "stdin"],
     );
@@ -135,7 +127,7 @@ fn bad_flags_are_clear_errors() {
         (&["--initial", "150"][..], "--initial"),
         (&["--tank", "a+b"][..], "single topic level"),
     ] {
-        let mut s = start(&broker, state.path(), flags);
+        let mut s = broker.run(EXE, state.path(), flags);
         assert_eq!(s.wait_exit(DEADLINE), Some(2), "{flags:?}");
         assert!(
             s.stderr().iter().any(|l| l.contains(part)),
@@ -150,8 +142,8 @@ fn bad_flags_are_clear_errors() {
 fn a_huge_bad_pump_state_is_one_short_warning() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
-    let w = watcher(&broker, &["tank/1/status"]);
-    let s = start(&broker, state.path(), &["--interval", "600"]);
+    let w = broker.watcher(&["tank/1/status"]);
+    let s = broker.run(EXE, state.path(), &["--interval", "600"]);
     w.expect("tank/1/status", "online");
     let huge = "y".repeat(60 * 1024);
     w.publish("pump/1/state", huge.clone(), 2, false);

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pimqtt::testing::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{wait_until, Audit, Broker, Peer, Proc, DEADLINE};
 
 const BACKLOG: usize = 10_000;
 

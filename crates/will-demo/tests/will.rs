@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pimqtt::testing::{Broker, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{Broker, Peer, Proc, DEADLINE};
 
 /// How long a test listens for a will that must NOT come. Mosquitto
 /// publishes a will as soon as it sees the socket close, so a will that was

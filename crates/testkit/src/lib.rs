@@ -1,10 +1,14 @@
-//! Test support shared by every crate's integration tests: a private
+//! Test support shared by every crate's integration tests and the
+//! benchmarks (a dev-only crate, never published or shipped): a private
 //! Mosquitto on a free loopback port with its own data directory, a Paho
 //! client to publish and watch, and a handle on a running binary whose
 //! stdout and stderr lines can be waited for with a deadline.
 //!
 //! Nothing here sleeps for a fixed time to "let things settle": every wait is
 //! for a condition, with a deadline that fails the test with what was seen.
+//!
+//! `PIMQTT_MOSQUITTO` names the Mosquitto binary to run (default: the
+//! `mosquitto` on `PATH`), to test against another build of the broker.
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
 
@@ -114,13 +118,8 @@ impl Broker {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), "TERM");
-            let deadline = Instant::now() + DEADLINE;
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            if !poll(DEADLINE, || child.try_wait().ok().flatten().is_some()) {
+                let _ = child.kill();
             }
             let _ = child.wait();
         }
@@ -157,6 +156,17 @@ impl Broker {
         a.push(state.display().to_string());
         a.extend(extra.iter().map(|s| s.to_string()));
         a
+    }
+
+    /// Runs the program `exe` against this broker: [`Broker::args`] with
+    /// `state` and `extra`.
+    pub fn run(&self, exe: impl AsRef<Path>, state: &Path, extra: &[&str]) -> Proc {
+        Proc::spawn(exe, &self.args(state, extra))
+    }
+
+    /// A peer called `watcher`, subscribed to `filters`.
+    pub fn watcher(&self, filters: &[&str]) -> Peer {
+        Peer::watching(self, "watcher", filters)
     }
 
     /// The running Mosquitto's process id (it changes with `restart`).
@@ -206,13 +216,23 @@ pub fn signal(pid: u32, name: &str) {
         .status();
 }
 
-/// Polls `cond` until it holds, or panics naming `what`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` every 10 ms until it holds (true) or `limit` passes (false).
+pub fn poll(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Polls `cond` until it holds, or panics naming `what`.
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(poll(limit, cond), "timed out waiting for {what}");
 }
 
 /// A plain Paho client for the test's side of the conversation.
@@ -228,20 +248,12 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
+    /// A peer on `broker` with a clean session.
     pub fn connect(broker: &Broker, id: &str) -> Peer {
-        let create = mqtt::CreateOptionsBuilder::new_v3()
-            .server_uri(broker.uri())
-            .client_id(id)
-            .persistence(None)
-            .finalize();
-        let mut client = mqtt::Client::new(create).unwrap();
-        client.set_timeout(Duration::from_secs(10));
-        let rx = client.start_consuming();
         let opts = mqtt::ConnectOptionsBuilder::new_v3()
             .clean_session(true)
             .finalize();
-        client.connect(opts).unwrap();
-        Peer { client, rx }
+        Peer::connect_with(&broker.uri(), id, opts).unwrap()
     }
 
     /// A peer that logs in at `uri` with `opts` (TLS, user name,
@@ -294,62 +306,71 @@ impl Peer {
         p
     }
 
+    /// The one receive loop: hands each message to `f` until `f` returns
+    /// something, or gives up (None) once `limit` passes. Paho's "connection
+    /// lost" markers (`None` messages) are skipped.
+    pub fn watch<T>(
+        &self,
+        limit: Duration,
+        mut f: impl FnMut(mqtt::Message) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(msg) = self.rx.recv_timeout(left) else {
+                return None;
+            };
+            if let Some(out) = msg.and_then(&mut f) {
+                return Some(out);
+            }
+        }
+    }
+
     /// Waits until every one of `topics` has carried `payload`, in any
     /// order (a fleet connects several devices at once).
     pub fn expect_all(&self, topics: &[String], payload: &str) {
         let mut missing: std::collections::HashSet<&str> =
             topics.iter().map(String::as_str).collect();
-        let deadline = Instant::now() + DEADLINE;
-        while !missing.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(Some(m)) if m.payload_str() == payload => {
-                    missing.remove(m.topic());
-                }
-                Ok(_) => {}
-                Err(_) => panic!("no {payload:?} within {DEADLINE:?} on {missing:?}"),
+        if missing.is_empty() {
+            return;
+        }
+        let found = self.watch(DEADLINE, |m| {
+            if m.payload_str() == payload {
+                missing.remove(m.topic());
             }
+            missing.is_empty().then_some(())
+        });
+        if found.is_none() {
+            panic!("no {payload:?} within {DEADLINE:?} on {missing:?}");
         }
     }
 
     /// The next message, or panics after `limit`.
     pub fn recv(&self, limit: Duration) -> mqtt::Message {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(Some(m)) => return m,
-                Ok(None) => continue,
-                Err(_) => panic!("no message within {limit:?}"),
-            }
-        }
+        self.watch(limit, Some)
+            .unwrap_or_else(|| panic!("no message within {limit:?}"))
     }
 
     /// Waits for a message on `topic` whose payload is `payload`.
     pub fn expect(&self, topic: &str, payload: &str) -> mqtt::Message {
-        let deadline = Instant::now() + DEADLINE;
         let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(Some(m)) if m.topic() == topic && m.payload_str() == payload => return m,
-                Ok(Some(m)) => seen.push(format!("{} {}", m.topic(), m.payload_str())),
-                Ok(None) => continue,
-                Err(_) => panic!("no {topic} {payload:?} within {DEADLINE:?}; saw {seen:?}"),
+        let found = self.watch(DEADLINE, |m| {
+            if m.topic() == topic && m.payload_str() == payload {
+                return Some(m);
             }
-        }
+            seen.push(format!("{} {}", m.topic(), m.payload_str()));
+            None
+        });
+        found.unwrap_or_else(|| panic!("no {topic} {payload:?} within {DEADLINE:?}; saw {seen:?}"))
     }
 
     /// Whatever arrives within `window`: for asserting that nothing does.
     pub fn drain(&self, window: Duration) -> Vec<mqtt::Message> {
-        let deadline = Instant::now() + window;
         let mut out = Vec::new();
-        while let Ok(m) = self
-            .rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            out.extend(m);
-        }
+        let _ = self.watch(window, |m| -> Option<()> {
+            out.push(m);
+            None
+        });
         out
     }
 }
@@ -455,21 +476,23 @@ impl Proc {
         self.wait_line(Stream::Stderr, DEADLINE, |l| l.contains(part))
     }
 
-    /// Every stdout line seen so far.
-    pub fn stdout(&self) -> Vec<String> {
+    /// Every line seen so far on `stream`.
+    pub fn lines(&self, stream: Stream) -> Vec<String> {
         let seen = self.seen.lock().unwrap();
         seen.iter()
-            .filter(|(s, _)| *s == Stream::Stdout)
+            .filter(|(s, _)| *s == stream)
             .map(|(_, l)| l.clone())
             .collect()
     }
 
+    /// Every stdout line seen so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.lines(Stream::Stdout)
+    }
+
+    /// Every stderr line seen so far.
     pub fn stderr(&self) -> Vec<String> {
-        let seen = self.seen.lock().unwrap();
-        seen.iter()
-            .filter(|(s, _)| *s == Stream::Stderr)
-            .map(|(_, l)| l.clone())
-            .collect()
+        self.lines(Stream::Stderr)
     }
 
     pub fn write_stdin(&mut self, text: &str) {
@@ -488,22 +511,22 @@ impl Proc {
 
     /// Waits for the exit and returns its code (None: killed by a signal).
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The pipes close with the process: collect the last lines.
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit within {limit:?}; seen: {:#?}",
-                self.seen.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
+        let mut status = None;
+        let child = &mut self.child;
+        let exited = poll(limit, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        assert!(
+            exited,
+            "process did not exit within {limit:?}; seen: {:#?}",
+            self.seen.lock().unwrap()
+        );
+        // The pipes close with the process: collect the last lines.
+        for r in self.readers.drain(..) {
+            let _ = r.join();
         }
+        status.and_then(|s| s.code())
     }
 
     pub fn kill(&mut self) {

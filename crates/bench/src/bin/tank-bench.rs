@@ -21,11 +21,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed setup should stop it loudly
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bench::{clk_tck, cpu_ticks, percentile, status_kib};
 use clap::Parser;
 use paho_mqtt as mqtt;
 
@@ -74,20 +75,18 @@ struct Shared {
     unexpected: AtomicU64,
 }
 
+/// What the measuring window saw of the controller (and the broker).
+struct Usage {
+    from: f64,
+    to: f64,
+    wall: f64,
+    cpu: f64,
+    rss_max_kib: u64,
+    broker_cpu: Option<f64>,
+}
+
 fn client(port: u16, id: &str) -> mqtt::AsyncClient {
-    let create = mqtt::CreateOptionsBuilder::new_v3()
-        .server_uri(format!("tcp://127.0.0.1:{port}"))
-        .client_id(id)
-        .persistence(None)
-        .max_buffered_messages(100_000)
-        .finalize();
-    let c = mqtt::AsyncClient::new(create).unwrap();
-    let opts = mqtt::ConnectOptionsBuilder::new_v3()
-        .clean_session(true)
-        .max_inflight(20)
-        .finalize();
-    c.connect(opts).wait().unwrap();
-    c
+    bench::client(&format!("tcp://127.0.0.1:{port}"), id, 100_000)
 }
 
 fn publish(c: &mqtt::AsyncClient, topic: String, payload: &str, retained: bool) {
@@ -103,73 +102,24 @@ fn publish(c: &mqtt::AsyncClient, topic: String, payload: &str, retained: bool) 
     }
 }
 
-fn ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn main() {
-    let args = Args::parse();
-    let n = args.tanks;
-    let watch = client(args.port, &format!("bench-watch-{n}"));
-    let rx = watch.start_consuming();
-    watch.subscribe("controller/status", 1).wait().unwrap();
-
-    let pid = args.controller_pid;
+/// Waits (30 s at most) for the controller's retained `online`.
+fn wait_online(rx: &mqtt::SyncReceiver<Option<mqtt::Message>>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "the controller did not come online");
         if let Ok(Some(m)) = rx.recv_timeout(left) {
             if m.topic() == "controller/status" && m.payload_str() == "online" {
-                break;
+                return;
             }
         }
     }
+}
 
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        sent_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        want: (0..n).map(|_| AtomicU8::new(NONE)).collect(),
-        latencies: Mutex::new(Vec::new()),
-        expected: Mutex::new(Vec::new()),
-        pump: (0..n).map(|_| AtomicU8::new(WANT_OFF)).collect(),
-        unexpected: AtomicU64::new(0),
-    });
-
-    // The pumps: one connection answering every command.
-    let pumps = client(args.port, &format!("bench-pumps-{n}"));
+/// The pumps: one connection answering every command, as pump-sim does.
+fn start_pumps(port: u16, shared: &Arc<Shared>) -> mqtt::AsyncClient {
+    let n = shared.want.len();
+    let pumps = client(port, &format!("bench-pumps-{n}"));
     for i in 0..n {
         publish(&pumps, format!("pump/{i}/status"), "online", true);
         publish(
@@ -179,50 +129,56 @@ fn main() {
             true,
         );
     }
-    {
-        let sh = Arc::clone(&shared);
-        let answer = pumps.clone();
-        pumps.set_message_callback(move |_, msg| {
-            let Some(msg) = msg else { return };
-            let now = sh.start.elapsed();
-            let Some(i) = msg
-                .topic()
-                .split('/')
-                .nth(1)
-                .and_then(|s| s.parse::<usize>().ok())
-            else {
-                return;
-            };
-            if i >= sh.want.len() {
-                return;
-            }
-            let payload = msg.payload_str();
-            let got = if payload.contains("\"on\"") {
-                WANT_ON
-            } else {
-                WANT_OFF
-            };
-            let want = sh.want[i].swap(NONE, Ordering::SeqCst);
-            if want == got {
-                let sent = Duration::from_nanos(sh.sent_at[i].load(Ordering::SeqCst));
-                let ms = now.saturating_sub(sent).as_secs_f64() * 1000.0;
-                sh.latencies.lock().unwrap().push((now.as_secs_f64(), ms));
-            } else {
-                sh.unexpected.fetch_add(1, Ordering::Relaxed);
-            }
-            sh.pump[i].store(got, Ordering::SeqCst);
-            publish(&answer, format!("pump/{i}/state"), &payload, true);
-        });
-    }
+    let sh = Arc::clone(shared);
+    let answer = pumps.clone();
+    pumps.set_message_callback(move |_, msg| {
+        let Some(msg) = msg else { return };
+        let now = sh.start.elapsed();
+        let Some(i) = msg
+            .topic()
+            .split('/')
+            .nth(1)
+            .and_then(|s| s.parse::<usize>().ok())
+        else {
+            return;
+        };
+        if i >= sh.want.len() {
+            return;
+        }
+        let payload = msg.payload_str();
+        let got = if payload.contains("\"on\"") {
+            WANT_ON
+        } else {
+            WANT_OFF
+        };
+        let want = sh.want[i].swap(NONE, Ordering::SeqCst);
+        if want == got {
+            let sent = Duration::from_nanos(sh.sent_at[i].load(Ordering::SeqCst));
+            let ms = now.saturating_sub(sent).as_secs_f64() * 1000.0;
+            sh.latencies.lock().unwrap().push((now.as_secs_f64(), ms));
+        } else {
+            sh.unexpected.fetch_add(1, Ordering::Relaxed);
+        }
+        sh.pump[i].store(got, Ordering::SeqCst);
+        publish(&answer, format!("pump/{i}/state"), &payload, true);
+    });
     pumps.subscribe("pump/+/command", 2).wait().unwrap();
+    pumps
+}
 
-    // The tanks: levels once a second each, spread over the second.
+/// The tanks: levels once a second each, spread over the second, for
+/// `total`; the thread returns its connections.
+fn start_tanks(
+    args: &Args,
+    shared: &Arc<Shared>,
+    total: Duration,
+) -> JoinHandle<Vec<mqtt::AsyncClient>> {
+    let n = args.tanks;
     let conns: Vec<mqtt::AsyncClient> = (0..args.connections.max(1))
         .map(|c| client(args.port, &format!("bench-tanks-{n}-{c}")))
         .collect();
-    let total = Duration::from_secs(args.warmup + args.seconds);
-    let sh = Arc::clone(&shared);
-    let publisher = std::thread::spawn(move || {
+    let sh = Arc::clone(shared);
+    std::thread::spawn(move || {
         let t0 = Instant::now();
         let mut k = 0u64;
         'run: loop {
@@ -262,57 +218,63 @@ fn main() {
             k += 1;
         }
         conns
-    });
+    })
+}
 
-    std::thread::sleep(Duration::from_secs(args.warmup));
+/// CPU and memory of the controller over `seconds`.
+fn measure(args: &Args, shared: &Shared) -> Usage {
+    let pid = args.controller_pid;
     let tck = clk_tck();
-    let (w0, c0) = (Instant::now(), ticks(pid));
-    let b0 = args.broker_pid.map(ticks);
-    let measure_from = shared.start.elapsed().as_secs_f64();
-    let mut rss_max = 0;
+    let (w0, c0) = (Instant::now(), cpu_ticks(pid));
+    let b0 = args.broker_pid.map(cpu_ticks);
+    let from = shared.start.elapsed().as_secs_f64();
+    let mut rss_max_kib = 0;
     while w0.elapsed() < Duration::from_secs(args.seconds) {
-        rss_max = rss_max.max(rss_kib(pid));
+        rss_max_kib = rss_max_kib.max(status_kib(pid, "VmRSS:").unwrap_or(0));
         std::thread::sleep(Duration::from_millis(250));
     }
     let wall = w0.elapsed().as_secs_f64();
-    let cpu = (ticks(pid) - c0) as f64 / tck / wall * 100.0;
+    let cpu = (cpu_ticks(pid) - c0) as f64 / tck / wall * 100.0;
     let broker_cpu = args
         .broker_pid
         .zip(b0)
-        .map(|(p, b)| (ticks(p) - b) as f64 / tck / wall * 100.0);
-    let measure_to = shared.start.elapsed().as_secs_f64();
-    let conns = publisher.join().unwrap();
-    // Let the last commands arrive before reading the latencies.
-    std::thread::sleep(Duration::from_millis(500));
+        .map(|(p, b)| (cpu_ticks(p) - b) as f64 / tck / wall * 100.0);
+    let to = shared.start.elapsed().as_secs_f64();
+    Usage {
+        from,
+        to,
+        wall,
+        cpu,
+        rss_max_kib,
+        broker_cpu,
+    }
+}
 
+fn report(n: usize, shared: &Shared, u: &Usage) {
     let lat = shared.latencies.lock().unwrap().clone();
     let window: Vec<(f64, f64)> = lat
         .iter()
         .copied()
-        .filter(|(t, _)| *t >= measure_from && *t <= measure_to)
+        .filter(|(t, _)| *t >= u.from && *t <= u.to)
         .collect();
-    let mid = (measure_from + measure_to) / 2.0;
-    let sorted = |v: Vec<f64>| {
-        let mut v = v;
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    };
-    let all = sorted(window.iter().map(|x| x.1).collect());
-    let first = sorted(window.iter().filter(|x| x.0 < mid).map(|x| x.1).collect());
-    let second = sorted(window.iter().filter(|x| x.0 >= mid).map(|x| x.1).collect());
+    let mid = (u.from + u.to) / 2.0;
+    let mut all: Vec<f64> = window.iter().map(|x| x.1).collect();
+    let mut first: Vec<f64> = window.iter().filter(|x| x.0 < mid).map(|x| x.1).collect();
+    let mut second: Vec<f64> = window.iter().filter(|x| x.0 >= mid).map(|x| x.1).collect();
     let per_second = n as f64 * 2.0 / CYCLE.len() as f64;
     let expected = shared
         .expected
         .lock()
         .unwrap()
         .iter()
-        .filter(|t| **t >= measure_from && **t <= measure_to)
+        .filter(|t| **t >= u.from && **t <= u.to)
         .count() as f64;
     let unanswered = shared
         .want
         .iter()
         .filter(|w| w.load(Ordering::SeqCst) != NONE)
         .count();
+    let wall = u.wall;
     println!(
         "tanks {n}: levels {n}/s in, about {:.0} commands/s out; {} received in {wall:.0} s ({} outstanding at the end, {} unexpected)",
         per_second,
@@ -320,26 +282,55 @@ fn main() {
         unanswered,
         shared.unexpected.load(Ordering::Relaxed)
     );
+    let (p50, p99) = (percentile(&mut all, 0.5), percentile(&mut all, 0.99));
     println!(
-        "  decision latency (level published -> command received): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
+        "  decision latency (level published -> command received): p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         all.last().copied().unwrap_or(f64::NAN)
     );
     println!(
         "  backlog check: p99 {:.2} ms in the first half, {:.2} ms in the second; {:.0}% of expected commands",
-        percentile(&first, 0.99),
-        percentile(&second, 0.99),
+        percentile(&mut first, 0.99),
+        percentile(&mut second, 0.99),
         all.len() as f64 / expected * 100.0
     );
     print!(
-        "  controller: CPU {cpu:.1} % of one core, RSS {:.1} MiB (peak sampled)",
-        rss_max as f64 / 1024.0
+        "  controller: CPU {:.1} % of one core, RSS {:.1} MiB (peak sampled)",
+        u.cpu,
+        u.rss_max_kib as f64 / 1024.0
     );
-    match broker_cpu {
+    match u.broker_cpu {
         Some(b) => println!("; broker CPU {b:.1} %"),
         None => println!(),
     }
+}
+
+fn main() {
+    let args = Args::parse();
+    let n = args.tanks;
+    let watch = client(args.port, &format!("bench-watch-{n}"));
+    let rx = watch.start_consuming();
+    watch.subscribe("controller/status", 1).wait().unwrap();
+    wait_online(&rx);
+
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        sent_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        want: (0..n).map(|_| AtomicU8::new(NONE)).collect(),
+        latencies: Mutex::new(Vec::new()),
+        expected: Mutex::new(Vec::new()),
+        pump: (0..n).map(|_| AtomicU8::new(WANT_OFF)).collect(),
+        unexpected: AtomicU64::new(0),
+    });
+    let pumps = start_pumps(args.port, &shared);
+    let total = Duration::from_secs(args.warmup + args.seconds);
+    let publisher = start_tanks(&args, &shared, total);
+
+    std::thread::sleep(Duration::from_secs(args.warmup));
+    let usage = measure(&args, &shared);
+    let conns = publisher.join().unwrap();
+    // Let the last commands arrive before reading the latencies.
+    std::thread::sleep(Duration::from_millis(500));
+    report(n, &shared, &usage);
     for c in conns.iter().chain([&pumps, &watch]) {
         let _ = c.disconnect(None).wait_for(Duration::from_secs(2));
     }

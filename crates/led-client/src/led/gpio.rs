@@ -10,8 +10,6 @@ use log::{info, warn};
 use rppal::gpio::{Gpio, OutputPin};
 use rppal::pwm::{Channel, Polarity, Pwm};
 
-use crate::led::Led;
-
 /// gpiozero's PWMLED default: fast enough not to flicker.
 pub const FREQUENCY_HZ: f64 = 100.0;
 
@@ -79,8 +77,9 @@ impl GpioLed {
     }
 }
 
-impl Led for GpioLed {
-    fn set(&mut self, level: u8) -> anyhow::Result<()> {
+impl GpioLed {
+    /// Sets the PWM duty cycle for brightness `level` (0..100).
+    pub fn set(&mut self, level: u8) -> anyhow::Result<()> {
         let d = duty(level);
         match &mut self.out {
             Output::Hardware(pwm) => pwm.set_duty_cycle(d)?,

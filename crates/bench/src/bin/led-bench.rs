@@ -1,0 +1,332 @@
+//! Benchmark of led-client against `mosquitto_sub -c -q 2` (libmosquitto, C:
+//! our floor), side by side in the same run on the same private Mosquitto
+//! (persistence on, `max_queued_messages 0`). Run by `scripts/bench`.
+//!
+//! Measures, for each of the two subscribers:
+//! (a) draining a durable backlog of N QoS 2 messages queued while it was
+//!     offline, from process start to the last output line;
+//! (b) ping-pong latency of single QoS 2 messages (publish to output line);
+//! (c) resident memory idle and at peak while draining;
+//! (d) time from process start to the first (retained) message;
+//! (e) after a broker restart, time from the broker accepting connections
+//!     again to the next message being output.
+//!
+//! Usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R]
+
+#![allow(clippy::unwrap_used)] // a benchmark harness: a failed setup should stop it loudly
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bench::{client, kill_all_on_panic, max, median, percentile, track, Sub, Table};
+use paho_mqtt as mqtt;
+use pimqtt_testkit::{signal, Broker, Peer};
+
+struct Opts {
+    led: PathBuf,
+    messages: usize,
+    pings: usize,
+    runs: usize,
+}
+
+fn opts() -> Opts {
+    let mut args = std::env::args().skip(1);
+    let mut o = Opts {
+        led: PathBuf::new(),
+        messages: 10_000,
+        pings: 1000,
+        runs: 5,
+    };
+    while let Some(a) = args.next() {
+        let mut num = || args.next().and_then(|v| v.parse().ok()).expect("a number");
+        match a.as_str() {
+            "--messages" => o.messages = num(),
+            "--pings" => o.pings = num(),
+            "--runs" => o.runs = num(),
+            _ => o.led = PathBuf::from(a),
+        }
+    }
+    assert!(
+        o.led.exists(),
+        "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R]"
+    );
+    o
+}
+
+struct Bench {
+    broker: Broker,
+    led: PathBuf,
+    state: tempfile::TempDir,
+    o: Opts,
+}
+
+fn level(i: usize) -> String {
+    format!(r#"{{"level": {}}}"#, i % 101)
+}
+
+impl Bench {
+    fn port(&self) -> String {
+        self.broker.port.to_string()
+    }
+
+    /// led-client with the simulated LED, as client `id`.
+    fn ours(&self, id: &str) -> Command {
+        let mut c = Command::new(&self.led);
+        let port = self.port();
+        c.args(["--led", "sim", "-h", "127.0.0.1", "-p", &port, "-i", id])
+            .arg("--state-dir")
+            .arg(self.state.path());
+        c
+    }
+
+    /// `mosquitto_sub -q 2 -t led` as client `id`, with `extra` flags.
+    fn reference(&self, id: &str, extra: &[&str]) -> Command {
+        let mut c = Command::new("mosquitto_sub");
+        let port = self.port();
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "2",
+            "-t",
+            "led",
+            "-i",
+            id,
+        ]);
+        c.args(extra);
+        c
+    }
+
+    /// Publishes `n` QoS 2 level messages (not retained), all acknowledged.
+    fn publish_levels(&self, n: usize) {
+        let cli = client(&self.broker.uri(), "bench-pub", n + 10);
+        let mut toks = Vec::new();
+        for i in 0..n {
+            toks.push(cli.publish(mqtt::Message::new("led", level(i), 2)));
+            if toks.len() >= 20 {
+                for t in toks.drain(..) {
+                    t.wait().unwrap();
+                }
+            }
+        }
+        for t in toks {
+            t.wait().unwrap();
+        }
+        cli.disconnect(None).wait().unwrap();
+    }
+
+    /// Creates (or keeps) the durable sessions of both subscribers.
+    fn make_sessions(&self) {
+        let st = self.reference("bench-ref", &["-c", "-E"]).status().unwrap();
+        assert!(st.success());
+        let w = Peer::watching(&self.broker, "bench-watch", &["led/status"]);
+        let mut p = self
+            .ours("bench-led")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        track(p.id());
+        w.expect("led/status", "online");
+        signal(p.id(), "INT");
+        p.wait().unwrap();
+    }
+
+    /// Drains the backlog; returns (seconds, peak KiB).
+    fn drain(&self, mut cmd: Command, n: usize, prefix: &str) -> (f64, u64) {
+        let sub = Sub::spawn(&mut cmd);
+        let mut last = sub.started;
+        for _ in 0..n {
+            let (t, line) = sub.next_line();
+            assert!(line.starts_with(prefix), "unexpected output {line:?}");
+            last = t;
+        }
+        let secs = (last - sub.started).as_secs_f64();
+        std::thread::sleep(Duration::from_millis(5));
+        let peak = sub.peak_kib();
+        sub.stop();
+        (secs, peak)
+    }
+
+    /// Single messages, one at a time: publish to output line.
+    fn pings(&self, sub: &Sub, pubr: &mqtt::AsyncClient, m: usize) -> Vec<f64> {
+        let mut v = Vec::with_capacity(m);
+        for i in 0..m {
+            let t0 = Instant::now();
+            let tok = pubr.publish(mqtt::Message::new("led", level(i), 2));
+            let (t1, _) = sub.next_line();
+            tok.wait().unwrap();
+            v.push((t1 - t0).as_secs_f64() * 1000.0);
+        }
+        v
+    }
+
+    /// (a) + (c peak): a durable backlog.
+    fn backlog(&self, table: &mut Table) {
+        let n = self.o.messages;
+        self.make_sessions();
+        let (mut ours_t, mut ref_t, mut ours_peak, mut ref_peak) = (vec![], vec![], 0u64, 0u64);
+        for _ in 0..self.o.runs {
+            self.publish_levels(n);
+            let count = n.to_string();
+            let (t, p) = self.drain(self.reference("bench-ref", &["-c", "-C", &count]), n, "{");
+            ref_t.push(t);
+            ref_peak = ref_peak.max(p);
+            let (t, p) = self.drain(self.ours("bench-led"), n, "brightness");
+            ours_t.push(t);
+            ours_peak = ours_peak.max(p);
+        }
+        let (ot, rt) = (median(&mut ours_t), median(&mut ref_t));
+        let name = format!("(a) drain {n} queued QoS 2");
+        table.row(&name, ot, rt, "s", ot <= rt * 1.2, "<= 1.2x");
+        let (op, rp) = (ours_peak as f64 / 1024.0, ref_peak as f64 / 1024.0);
+        table.row(
+            "(c) peak RSS while draining",
+            op,
+            rp,
+            "MiB",
+            op < 10.0,
+            "< 10 MiB",
+        );
+    }
+
+    /// (b) latency and (c idle), subscribers one at a time.
+    fn ping_pong(&self, table: &mut Table, pubr: &mqtt::AsyncClient) {
+        let w = Peer::watching(&self.broker, "bench-watch2", &["led/status"]);
+        let (mut ol, mut rl, mut o_idle, mut r_idle) = (vec![], vec![], 0u64, 0u64);
+        for _ in 0..self.o.runs {
+            let sub = Sub::spawn(&mut self.reference("bench-ref-ping", &[]));
+            // Subscribed once a probe comes through.
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = self.pings(&sub, pubr, 1);
+            std::thread::sleep(Duration::from_millis(700));
+            r_idle = r_idle.max(sub.rss_kib());
+            rl.extend(self.pings(&sub, pubr, self.o.pings));
+            sub.stop();
+
+            let sub = Sub::spawn(self.ours("bench-led-ping").arg("--clean"));
+            w.expect("led/status", "online");
+            std::thread::sleep(Duration::from_millis(1000));
+            o_idle = o_idle.max(sub.rss_kib());
+            ol.extend(self.pings(&sub, pubr, self.o.pings));
+            sub.stop();
+            w.expect("led/status", "offline");
+        }
+        let (o50, r50) = (percentile(&mut ol, 0.5), percentile(&mut rl, 0.5));
+        let (o99, r99) = (percentile(&mut ol, 0.99), percentile(&mut rl, 0.99));
+        table.row(
+            "(b) ping-pong QoS 2 p50",
+            o50,
+            r50,
+            "ms",
+            o50 <= r50 * 1.15,
+            "<= 1.15x",
+        );
+        table.row(
+            "(b) ping-pong QoS 2 p99",
+            o99,
+            r99,
+            "ms",
+            o99 <= r99 * 1.5,
+            "<= 1.5x",
+        );
+        let (oi, ri) = (o_idle as f64 / 1024.0, r_idle as f64 / 1024.0);
+        table.row("(c) idle RSS", oi, ri, "MiB", oi < 5.0, "< 5 MiB");
+    }
+
+    /// (d) first (retained) message from process start.
+    fn first_message(&self, table: &mut Table, pubr: &mqtt::AsyncClient) {
+        pubr.publish(mqtt::Message::new_retained("led", r#"{"level": 7}"#, 2))
+            .wait()
+            .unwrap();
+        let (mut of, mut rf) = (vec![], vec![]);
+        for i in 0..self.o.runs.max(5) {
+            let id = format!("bench-first-ref-{i}");
+            let sub = Sub::spawn(&mut self.reference(&id, &["-C", "1"]));
+            rf.push(sub.ms_to_next_line());
+            sub.stop();
+            let sub = Sub::spawn(&mut self.ours(&format!("bench-first-{i}")));
+            of.push(sub.ms_to_next_line());
+            sub.stop();
+        }
+        let (ofm, rfm) = (median(&mut of), median(&mut rf));
+        table.row(
+            "(d) first message from start",
+            ofm,
+            rfm,
+            "ms",
+            ofm < 30.0,
+            "< 30 ms",
+        );
+        pubr.publish(mqtt::Message::new_retained("led", "", 2))
+            .wait()
+            .unwrap();
+    }
+
+    /// (e) broker restart: both subscribers connected, durable.
+    fn restarts(&mut self, table: &mut Table) {
+        let ours = Sub::spawn(&mut self.ours("bench-led-restart"));
+        let reference = Sub::spawn(&mut self.reference("bench-ref-restart", &["-c"]));
+        let (mut orr, mut rrr) = (vec![], vec![]);
+        Peer::watching(&self.broker, "bench-watch3", &["led/status"])
+            .expect("led/status", "online");
+        std::thread::sleep(Duration::from_millis(500));
+        for i in 0..self.o.runs {
+            self.broker.restart();
+            let back = Instant::now();
+            track(self.broker.pid().unwrap_or(0));
+            let p = Peer::connect(&self.broker, "bench-restart-pub");
+            p.publish("led", level(i), 2, false);
+            let (to, _) = ours.next_line();
+            let (tr, _) = reference.next_line();
+            orr.push((to - back).as_secs_f64());
+            rrr.push((tr - back).as_secs_f64());
+        }
+        let (om, rm) = (max(&orr), max(&rrr));
+        table.row(
+            "(e) next message after restart",
+            om,
+            rm,
+            "s",
+            om < 1.5,
+            "< 1.5 s (worst)",
+        );
+        ours.stop();
+        reference.stop();
+    }
+}
+
+fn main() {
+    kill_all_on_panic();
+    let o = opts();
+    let mut b = Bench {
+        broker: Broker::start(),
+        led: o.led.clone(),
+        state: tempfile::tempdir().unwrap(),
+        o,
+    };
+    track(b.broker.pid().unwrap_or(0));
+    let mut table = Table::default();
+    println!(
+        "led-client vs mosquitto_sub -c -q 2, Mosquitto on 127.0.0.1:{} ({} runs)",
+        b.broker.port, b.o.runs
+    );
+    b.backlog(&mut table);
+    let pubr = mqtt::AsyncClient::new(
+        mqtt::CreateOptionsBuilder::new_v3()
+            .server_uri(b.broker.uri())
+            .client_id("bench-ping")
+            .persistence(None)
+            .finalize(),
+    )
+    .unwrap();
+    pubr.connect(None).wait().unwrap();
+    b.ping_pong(&mut table, &pubr);
+    b.first_message(&mut table, &pubr);
+    pubr.disconnect(None).wait().unwrap();
+    b.restarts(&mut table);
+    println!("{} target(s) missed", table.fails);
+}

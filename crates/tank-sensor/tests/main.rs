@@ -1,0 +1,6 @@
+//! Every integration test of tank-sensor, in one binary (as ripgrep does:
+//! one link of Paho C and OpenSSL instead of one per file). Each module is
+//! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
+
+mod persistence;
+mod tank_sensor;
