@@ -39,6 +39,12 @@
     if (!obj) return { error: "payload is not a JSON object" };
     if (!("level" in obj)) return { error: 'JSON object has no "level"' };
     let n = NaN;
+    // 1e400 is valid JSON grammar but no double: JSON.parse makes it
+    // Infinity, led-client's JSON reader refuses it. Both leave the LED as
+    // it is (web/tests/led-payloads.json is the one table for both).
+    if (typeof obj.level === "number" && !Number.isFinite(obj.level)) {
+      return { error: "payload is not JSON led-client can read (number out of range)" };
+    }
     if (typeof obj.level === "number") n = obj.level;
     else if (typeof obj.level === "string" && /^\s*[-+]?[0-9.eE+-]+\s*$/.test(obj.level)) n = Number(obj.level);
     if (!Number.isFinite(n)) return { level: 0, off: true };
@@ -122,4 +128,6 @@
     onWarning: warn,
   });
   showLevel(Number(slider.value));
+  // For the tests: the page's reading of a led payload.
+  window.PiMqttLed = { parseLed };
 })();

@@ -3,6 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import {
   Broker, Proc, binary, launchBrowser, pub, retained, screenshot, tempDir, waitUntil, DEADLINE,
 } from "./harness.mjs";
@@ -154,4 +155,26 @@ test("the page reconnects by itself after a broker restart, disabled meanwhile",
   await slider(page).fill("21");
   await led.waitLine("brightness 21", from, DEADLINE * 2);
   assert.deepEqual(browser.errors, []);
+});
+
+// Last: it leaves a warning on the page.
+test("the page reads led payloads as led-client does (one table for both)", async () => {
+  const table = JSON.parse(readFileSync(new URL("./led-payloads.json", import.meta.url), "utf8"));
+  const got = await page.evaluate((rows) => rows.map(({ payload }) => {
+    if (payload === "") return "unchanged"; // onLed: a cleared retained message
+    const r = window.PiMqttLed.parseLed(payload);
+    return r.error ? "unchanged" : r.off ? "off" : r.level;
+  }), table.rows);
+  table.rows.forEach((row, i) => assert.equal(got[i], row.expect, row.payload));
+  // Live: 1e400 leaves the slider where it was, with a warning.
+  const from = led.lines.length;
+  pub(broker, "led", '{"level": 33}', { retain: true });
+  await expectSlider(page, 33);
+  await led.waitLine("brightness 33", from);
+  const applied = led.lines.length;
+  pub(broker, "led", '{"level": 1e400}', { retain: true });
+  await waitUntil("the warning for 1e400", async () => /out of range/.test(await text(page, "#warning")));
+  await expectSlider(page, 33);
+  await page.waitForTimeout(300);
+  assert.deepEqual(led.lines.slice(applied), [], "led-client applied nothing for 1e400");
 });

@@ -45,9 +45,6 @@ use pimqtt::payload::AlarmKind; // named by the tests below
     after_help = dashboard::LINE_FORMAT
 )]
 pub struct Args {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
     /// Turn a tank's pump on when its level falls below this percentage.
     #[arg(long, value_name = "PERCENT", default_value_t = 50.0, value_parser = parse_percent)]
     pub low: f64,
@@ -75,6 +72,9 @@ pub struct Args {
     /// or auto (the table on a terminal, lines when piped).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub dashboard: Mode,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 impl Args {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use log::{debug, info, warn};
+use log::{info, warn};
 
 use pimqtt::payload::{self, BadPayload, LedRequest};
 use pimqtt::{topics, CommonArgs, Event, Inbox, Next, Session, SessionConfig};
@@ -38,6 +38,11 @@ pub struct Args {
 /// received, then publishes `offline`, disconnects and turns the LED off.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut out = led::open(args.led, args.pin)?;
+    info!(
+        "LED client: broker {}, topic {:?}; Ctrl+C to stop",
+        args.common.server_uri(),
+        topics::LED
+    );
     let session = Session::new(
         &args.common,
         SessionConfig {
@@ -53,7 +58,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let result = loop {
         match inbox.next(None) {
             Next::Event(Event::Message(d)) => {
-                if let Err(e) = apply(&mut *out, d.topic(), d.payload()) {
+                if let Err(e) = apply(&mut *out, d.topic(), d.payload(), d.msg.retained()) {
                     break Err(e);
                 }
             }
@@ -67,7 +72,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut late = Ok(());
     session.close(inbox, |d| {
         if late.is_ok() {
-            late = apply(&mut *out, d.topic(), d.payload());
+            late = apply(&mut *out, d.topic(), d.payload(), d.msg.retained());
         }
     });
     info!("stopping: LED off");
@@ -76,10 +81,12 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
 }
 
 /// Applies one `led` message per SPEC's rules; bad input is one log line.
-pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8]) -> anyhow::Result<()> {
+/// Each applied level is logged at info (`LED at brightness N %`), marked
+/// when it is the retained level the broker hands over on subscribing.
+pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8], retained: bool) -> anyhow::Result<()> {
     match payload::parse_led(bytes) {
         Ok(LedRequest::Level(level)) => {
-            debug!("{topic}: LED at brightness {level}");
+            info!("{}", applied_line(topic, level, retained));
             out.set(level)?;
         }
         Ok(LedRequest::Off) => {
@@ -95,4 +102,33 @@ pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8]) -> anyhow::Result<()>
         Err(e) => warn!("{topic}: {e}: {}; LED unchanged", payload::quote(bytes)),
     }
     Ok(())
+}
+
+/// The info line for an applied level.
+pub fn applied_line(topic: &str, level: u8, retained: bool) -> String {
+    format!(
+        "{topic}: LED at brightness {level} %{}",
+        if retained {
+            " (retained: the last level set)"
+        } else {
+            ""
+        }
+    )
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    #[test]
+    fn applied_levels_are_one_info_line_each() {
+        assert_eq!(
+            applied_line("led", 40, false),
+            "led: LED at brightness 40 %"
+        );
+        assert_eq!(
+            applied_line("led", 75, true),
+            "led: LED at brightness 75 % (retained: the last level set)"
+        );
+    }
 }

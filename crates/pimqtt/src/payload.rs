@@ -504,6 +504,22 @@ impl Payload for Alarm {
 
 #[cfg(test)]
 mod tests {
+    /// The table the LED page is tested against too (web/tests/led.test.mjs).
+    #[test]
+    fn led_payloads_agree_with_the_page() {
+        let doc: Value =
+            serde_json::from_str(include_str!("../../../web/tests/led-payloads.json")).unwrap();
+        for row in doc["rows"].as_array().unwrap() {
+            let payload = row["payload"].as_str().unwrap();
+            let got = match parse_led(payload.as_bytes()) {
+                Ok(LedRequest::Level(n)) => Value::from(n),
+                Ok(LedRequest::Off) => Value::from("off"),
+                Err(_) => Value::from("unchanged"),
+            };
+            assert_eq!(got, row["expect"], "{payload:?}");
+        }
+    }
+
     use super::*;
     use LedRequest::*;
 

@@ -23,9 +23,6 @@ use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionC
 #[derive(Debug, Clone, Parser)]
 #[command(name = "pump-sim", version, disable_help_flag = true)]
 pub struct Args {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
     /// Id of the pump (a single topic level); the tank it fills has the same id.
     #[arg(long, value_name = "ID", default_value = "1")]
     pub pump: String,
@@ -38,6 +35,9 @@ pub struct Args {
     /// id is not a number), each on its own connection.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 #[derive(Debug)]

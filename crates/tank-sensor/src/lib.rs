@@ -44,9 +44,6 @@ pub enum Source {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tank-sensor", version, disable_help_flag = true)]
 pub struct Args {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
     /// Id of the tank (a single topic level); its pump has the same id.
     #[arg(long, value_name = "ID", default_value = "1")]
     pub tank: String,
@@ -75,6 +72,9 @@ pub struct Args {
     /// id is not a number), each on its own connection.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// One simulated or fed tank and its connection.

@@ -26,15 +26,27 @@ The book's exercise, in three terminals:
 Ctrl+C exits at once without DISCONNECT (exit code 0), which is what makes
 the broker publish the will; --graceful and -C N disconnect cleanly instead.";
 
+/// `-c` in will-demo's `--help`.
+const DURABLE_HELP: &str = "Ask for a durable session, as mosquitto_sub -c: the broker keeps the \
+subscription and queues messages for this client id while it is away. Without it the session is \
+clean, as mosquitto_sub's (so a will left from an earlier run is not delivered at start)";
+
 /// Subscribes to a topic and prints each message, with a last will that the
 /// broker publishes when this program vanishes without saying goodbye: the
 /// book's "Saying goodbye with a Will" exercise.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "will-demo", version, disable_help_flag = true, after_help = EXAMPLE)]
+#[command(
+    name = "will-demo",
+    version,
+    disable_help_flag = true,
+    after_help = EXAMPLE,
+    // As mosquitto_sub: a clean session unless -c asks for a durable one
+    // (SPEC, will-demo). The shared flags keep -c as a hidden no-op and
+    // --clean as the switch; here -c is the switch and --clean the default.
+    mut_arg("durable", |a| a.hide(false).help(DURABLE_HELP)),
+    mut_arg("clean", |a| a.hide(true).conflicts_with("durable")),
+)]
 pub struct Args {
-    #[command(flatten)]
-    pub common: CommonArgs,
-
     /// Topic filter to subscribe to (wildcards allowed), as mosquitto_sub -t.
     #[arg(short = 't', long, default_value = "pyiot")]
     pub topic: String,
@@ -68,6 +80,9 @@ pub struct Args {
     /// dropping the connection.
     #[arg(long)]
     pub graceful: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// The first Ctrl+C / SIGTERM without `--graceful`: end the process at
@@ -94,6 +109,13 @@ pub fn check_topic(flag: &str, topic: &str, filter: bool) -> anyhow::Result<()> 
         BadTopic::Wildcard(_) => anyhow::anyhow!("{flag} {e}: give --will-topic without wildcards"),
         _ => anyhow::anyhow!("{flag} {e}"),
     })
+}
+
+/// The broker flags with will-demo's session choice: clean unless `-c`.
+pub fn session_args(args: &Args) -> CommonArgs {
+    let mut common = args.common.clone();
+    common.clean = !args.common.durable;
+    common
 }
 
 /// The will these flags ask for.
@@ -144,8 +166,18 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         will.qos,
         if will.retained { "" } else { "not " }
     );
+    let common = session_args(args);
+    info!(
+        "{} session{}",
+        if common.clean { "clean" } else { "durable" },
+        if common.clean {
+            " (as mosquitto_sub; -c asks for a durable one)"
+        } else {
+            " (-c): messages are queued for this client id while it is away"
+        }
+    );
     let session = Session::new(
-        &args.common,
+        &common,
         SessionConfig {
             default_client_id: "will-demo".into(),
             status_topic: None,
@@ -248,6 +280,37 @@ mod tests {
         assert_eq!(w.qos, 2);
         assert!(!w.retained);
         assert!(!a.graceful && a.count.is_none());
+        assert!(session_args(&a).clean, "a clean session, as mosquitto_sub");
+    }
+
+    #[test]
+    fn dash_c_asks_for_a_durable_session() {
+        assert!(!session_args(&parse(&["-c"])).clean);
+        assert!(session_args(&parse(&["--clean"])).clean);
+        let mut all = vec!["will-demo", "-c", "--clean"];
+        assert!(
+            Args::try_parse_from(all.drain(..)).is_err(),
+            "-c with --clean"
+        );
+    }
+
+    #[test]
+    fn help_lists_own_flags_first_and_c_as_durable() {
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        let own = help.find("--will-payload").expect("--will-payload in help");
+        let host = help.find("--host").expect("--host in help");
+        assert!(own < host, "own flags before the broker flags:\n{help}");
+        assert!(help.contains("-c\n") || help.contains("-c "), "{help}");
+        assert!(
+            help.contains("durable session, as mosquitto_sub -c"),
+            "{help}"
+        );
+        assert!(
+            !help.contains("--clean"),
+            "--clean is the default here: {help}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! will-demo: the book's "Saying goodbye with a Will" exercise as one program.
 //!
 //! - Subscribes to `-t` (default `pyiot`) with `--qos` (default 2) on a
-//!   durable session, client id `will-demo`, and prints every payload.
+//!   clean session (as mosquitto_sub; `-c` for a durable one), client id
+//!   `will-demo`, and prints every payload.
 //! - Registers a last will: `--will-payload` (default `Good Bye`) on
 //!   `--will-topic` (default: `-t`), QoS `--will-qos` (2), retained with
 //!   `--will-retain`. No availability topic: the will is the point.

@@ -143,3 +143,70 @@ fn bad_topics_are_a_clear_error() {
         demo.stderr()
     );
 }
+
+/// The book's will exercise, run as printed: after `will-demo --will-retain`
+/// and Ctrl+C, `will-demo --will-payload 'Good Bye, Again' --will-retain -C 2`
+/// gets the retained `Good Bye` only (a clean session, as mosquitto_sub: no
+/// will of its own queued from the first run) and waits for Terminal #3.
+#[test]
+fn the_book_s_second_run_waits_for_a_message() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let peer = Peer::connect(&broker, "terminal-3");
+    let mut first = spawn(&broker, &state, &["--will-retain"]);
+    wait_subscribed(&first, &peer, "pyiot", "ready");
+    first.signal("INT");
+    assert_eq!(first.wait_exit(DEADLINE), Some(0));
+
+    let mut second = spawn(
+        &broker,
+        &state,
+        &[
+            "--will-payload",
+            "Good Bye, Again",
+            "--will-retain",
+            "-C",
+            "2",
+        ],
+    );
+    second.wait_stdout("Good Bye");
+    // A durable session would also hold its own first will, queued while
+    // it was away: two messages, and -C 2 would end it here.
+    std::thread::sleep(QUIET);
+    assert_eq!(second.stdout(), vec!["Good Bye".to_string()]);
+    peer.publish("pyiot", "hello", 2, false);
+    assert_eq!(second.wait_exit(DEADLINE), Some(0));
+    assert_eq!(
+        second.stdout(),
+        vec!["Good Bye".to_string(), "hello".into()]
+    );
+}
+
+/// `-c` asks for a durable session, as `mosquitto_sub -c`: what is
+/// published while will-demo is away is queued and printed when it is back.
+#[test]
+fn dash_c_keeps_a_durable_session() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let peer = Peer::connect(&broker, "publisher");
+    let mut demo = spawn(&broker, &state, &["-c", "--graceful", "-i", "durable-demo"]);
+    wait_subscribed(&demo, &peer, "pyiot", "ready");
+    demo.signal("INT");
+    assert_eq!(demo.wait_exit(DEADLINE), Some(0));
+    peer.publish("pyiot", "while away", 2, false);
+
+    let mut back = spawn(&broker, &state, &["-c", "-i", "durable-demo", "-C", "1"]);
+    assert_eq!(back.wait_exit(DEADLINE), Some(0));
+    assert_eq!(back.stdout(), vec!["while away".to_string()]);
+
+    // Without -c the same id starts clean: nothing is queued for it.
+    let mut clean = spawn(&broker, &state, &["--graceful", "-i", "durable-demo"]);
+    wait_subscribed(&clean, &peer, "pyiot", "ready");
+    clean.signal("INT");
+    assert_eq!(clean.wait_exit(DEADLINE), Some(0));
+    peer.publish("pyiot", "lost", 2, false);
+    let mut again = spawn(&broker, &state, &["-c", "-i", "durable-demo", "-C", "1"]);
+    std::thread::sleep(QUIET);
+    assert!(again.stdout().is_empty(), "{:?}", again.stdout());
+    again.kill();
+}
