@@ -38,11 +38,6 @@ pub struct Args {
 /// received, then publishes `offline`, disconnects and turns the LED off.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut out = led::open(args.led, args.pin)?;
-    info!(
-        "LED client: broker {}, topic {:?}; Ctrl+C to stop",
-        args.common.server_uri(),
-        topics::LED
-    );
     let session = Session::new(
         &args.common,
         SessionConfig {
@@ -53,6 +48,11 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         },
         inbox,
     )?;
+    info!(
+        "LED client: broker {}, topic {:?}; Ctrl+C to stop",
+        session.uri(),
+        topics::LED
+    );
     session.start();
 
     let result = loop {

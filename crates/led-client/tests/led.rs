@@ -378,3 +378,25 @@ fn a_sibling_with_the_same_id_is_named_once_and_backed_off() {
     assert!(turns <= 12, "{turns} connects in 20 s: no back-off");
     assert!(told(&a) <= 1 && told(&b) <= 1, "said more than once");
 }
+
+/// Issue 10: a state directory that cannot be written is one line naming it
+/// and what to do, and exit 2 (not Paho's "Persistence error" later on).
+#[test]
+fn an_unwritable_state_dir_is_named_at_start() {
+    let broker = Broker::start();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // A directory inside a plain file cannot exist, whoever we are (root
+    // writes anywhere else).
+    let dir = file.path().join("state");
+    let dir = dir.display().to_string();
+    let mut p = Proc::spawn(EXE, &args(&broker, std::path::Path::new(&dir), &[]));
+    assert_eq!(p.wait_exit(DEADLINE), Some(2));
+    let err = p.stderr();
+    assert_eq!(err.len(), 1, "{err:#?}");
+    assert!(
+        err[0].contains(&format!("cannot write the state directory {dir}"))
+            && err[0].contains("--state-dir"),
+        "{}",
+        err[0]
+    );
+}

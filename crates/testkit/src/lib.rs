@@ -199,7 +199,7 @@ pub fn mosquitto_bin() -> String {
 }
 
 /// "mosquitto version 2.0.11 (path)" from `BIN -h`, for the test log.
-fn mosquitto_version(bin: &str) -> String {
+pub fn mosquitto_version(bin: &str) -> String {
     let out = Command::new(bin).arg("-h").output();
     let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     let line = text.unwrap_or_default();

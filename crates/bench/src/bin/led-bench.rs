@@ -1,10 +1,12 @@
 //! Benchmark of led-client against `mosquitto_sub -c -q 2` (libmosquitto, C:
 //! our floor), side by side in the same run on the same private Mosquitto
-//! (persistence on, `max_queued_messages 0`). Run by `scripts/bench`.
+//! (persistence on, the queue limits of `mosquitto/pi-mqtt.conf`), on the
+//! Mosquitto `PIMQTT_MOSQUITTO` names. Run by `scripts/bench`.
 //!
 //! Measures, for each of the two subscribers:
 //! (a) draining a durable backlog of N QoS 2 messages queued while it was
-//!     offline, from process start to the last output line;
+//!     offline, from process start to the last output line (led-client
+//!     with each `--sync` mode);
 //! (b) ping-pong latency of single QoS 2 messages (publish to output line);
 //! (c) resident memory idle and at peak while draining;
 //! (d) time from process start to the first (retained) message;
@@ -77,6 +79,13 @@ impl Bench {
         c.args(["--led", "sim", "-h", "127.0.0.1", "-p", &port, "-i", id])
             .arg("--state-dir")
             .arg(self.state.path());
+        c
+    }
+
+    /// The same with `--sync mode`.
+    fn ours_syncing(&self, id: &str, mode: &str) -> Command {
+        let mut c = self.ours(id);
+        c.args(["--sync", mode]);
         c
     }
 
@@ -164,24 +173,37 @@ impl Bench {
         v
     }
 
-    /// (a) + (c peak): a durable backlog.
+    /// (a) + (c peak): a durable backlog, drained by led-client with each
+    /// `--sync` mode, each beside a drain of the same size by mosquitto_sub.
     fn backlog(&self, table: &mut Table) {
         let n = self.o.messages;
         self.make_sessions();
-        let (mut ours_t, mut ref_t, mut ours_peak, mut ref_peak) = (vec![], vec![], 0u64, 0u64);
+        let modes = ["batched", "never", "always"];
+        let mut ours_t = vec![Vec::new(); modes.len()];
+        let mut ref_t = vec![Vec::new(); modes.len()];
+        let (mut ours_peak, mut ref_peak) = (0u64, 0u64);
         for _ in 0..self.o.runs {
-            self.publish_levels(n);
-            let count = n.to_string();
-            let (t, p) = self.drain(self.reference("bench-ref", &["-c", "-C", &count]), n, "{");
-            ref_t.push(t);
-            ref_peak = ref_peak.max(p);
-            let (t, p) = self.drain(self.ours("bench-led"), n, "brightness");
-            ours_t.push(t);
-            ours_peak = ours_peak.max(p);
+            for (m, mode) in modes.iter().enumerate() {
+                self.publish_levels(n);
+                let count = n.to_string();
+                let reference = self.reference("bench-ref", &["-c", "-C", &count]);
+                let (t, p) = self.drain(reference, n, "{");
+                ref_t[m].push(t);
+                ref_peak = ref_peak.max(p);
+                let (t, p) = self.drain(self.ours_syncing("bench-led", mode), n, "brightness");
+                ours_t[m].push(t);
+                ours_peak = ours_peak.max(p);
+            }
         }
-        let (ot, rt) = (median(&mut ours_t), median(&mut ref_t));
-        let name = format!("(a) drain {n} queued QoS 2");
-        table.row(&name, ot, rt, "s", ot <= rt * 1.2, "<= 1.2x");
+        for (m, mode) in modes.iter().enumerate() {
+            let (ot, rt) = (median(&mut ours_t[m]), median(&mut ref_t[m]));
+            let name = format!("(a) drain {n} queued QoS 2, --sync {mode}");
+            if m == 0 {
+                table.row(&name, ot, rt, "s", ot <= rt * 1.3, "<= 1.3x");
+            } else {
+                table.row(&name, ot, rt, "s", true, "(cost of the choice)");
+            }
+        }
         let (op, rp) = (ours_peak as f64 / 1024.0, ref_peak as f64 / 1024.0);
         table.row(
             "(c) peak RSS while draining",
@@ -311,8 +333,10 @@ fn main() {
     track(b.broker.pid().unwrap_or(0));
     let mut table = Table::default();
     println!(
-        "led-client vs mosquitto_sub -c -q 2, Mosquitto on 127.0.0.1:{} ({} runs)",
-        b.broker.port, b.o.runs
+        "led-client vs mosquitto_sub -c -q 2, {} on 127.0.0.1:{} ({} runs)",
+        pimqtt_testkit::mosquitto_version(&pimqtt_testkit::mosquitto_bin()),
+        b.broker.port,
+        b.o.runs
     );
     b.backlog(&mut table);
     let pubr = mqtt::AsyncClient::new(
