@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use paho_mqtt as mqtt;
 
@@ -295,14 +295,15 @@ impl Inbox {
     }
 }
 
-/// A deadline `after` from now, for loops that wait a fixed time.
-pub fn after(after: Duration) -> Option<Instant> {
-    Some(Instant::now() + after)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::time::Duration;
+
+    fn after(d: Duration) -> Option<Instant> {
+        Some(Instant::now() + d)
+    }
 
     #[test]
     fn a_stop_ends_the_wait_and_stays() {

@@ -317,24 +317,30 @@ mod tests {
     }
 }
 
+/// Every topic of SPEC's table, for `id` (the tests go through all of them).
+#[cfg(test)]
+fn every_topic(id: &str) -> [Topic<'_>; 10] {
+    [
+        Topic::Led,
+        Topic::LedStatus,
+        Topic::LedState,
+        Topic::TankLevel(id),
+        Topic::TankStatus(id),
+        Topic::PumpCommand(id),
+        Topic::PumpState(id),
+        Topic::PumpStatus(id),
+        Topic::ControllerStatus,
+        Topic::Alarm(id),
+    ]
+}
+
 /// The one `Topic` type, the filters and the checks.
 #[cfg(test)]
 mod rules {
     use super::*;
 
     fn all(id: &str) -> Vec<Topic<'_>> {
-        vec![
-            Topic::Led,
-            Topic::LedStatus,
-            Topic::LedState,
-            Topic::TankLevel(id),
-            Topic::TankStatus(id),
-            Topic::PumpCommand(id),
-            Topic::PumpState(id),
-            Topic::PumpStatus(id),
-            Topic::ControllerStatus,
-            Topic::Alarm(id),
-        ]
+        every_topic(id).to_vec()
     }
 
     #[test]
@@ -468,18 +474,7 @@ mod properties {
     }
 
     fn make(kind: usize, id: &str) -> Topic<'_> {
-        [
-            Topic::Led,
-            Topic::LedStatus,
-            Topic::LedState,
-            Topic::TankLevel(id),
-            Topic::TankStatus(id),
-            Topic::PumpCommand(id),
-            Topic::PumpState(id),
-            Topic::PumpStatus(id),
-            Topic::ControllerStatus,
-            Topic::Alarm(id),
-        ][kind]
+        every_topic(id)[kind]
     }
 
     proptest! {

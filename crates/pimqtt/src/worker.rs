@@ -118,8 +118,6 @@ struct Link {
     attempt: u32,
     /// Short-lived connections in a row.
     kicks: u32,
-    /// Whether a connection was ever made (first connect or reconnect).
-    ever: bool,
     told_kicks: bool,
 }
 
@@ -166,7 +164,6 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                     state: State::Waiting { at: Instant::now() },
                     attempt: 0,
                     kicks: 0,
-                    ever: false,
                     told_kicks: false,
                 },
             );
@@ -244,7 +241,6 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                     "new session"
                 }
             );
-            link.ever = true;
             link.attempt = 0;
             link.state = State::Connected { since: now };
         }

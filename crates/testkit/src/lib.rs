@@ -590,6 +590,46 @@ pub struct DrainReport {
     pub mid_drain: usize,
 }
 
+impl DrainReport {
+    /// After stops (SIGTERM): nothing lost, nothing repeated, in order.
+    pub fn assert_stops_lose_nothing(&self, what: &str) {
+        eprintln!(
+            "{what}: {} of the stops during the drain; {:?}",
+            self.mid_drain, self.audit
+        );
+        assert_eq!(self.audit, Audit::default(), "{what}");
+        self.assert_mid_drain(what);
+    }
+
+    /// After kills: nothing lost or out of order; at most the message in
+    /// hand repeated per kill.
+    pub fn assert_kills_lose_nothing(&self, what: &str) {
+        eprintln!(
+            "{what}: {} of the kills during the drain; {:?}",
+            self.mid_drain, self.audit
+        );
+        let a = &self.audit;
+        assert_eq!(
+            (a.lost, a.misplaced, a.replayed),
+            (0, 0, 0),
+            "{what}: {a:?}"
+        );
+        assert!(
+            a.duplicated <= self.mid_drain,
+            "{what}: more than one repeat per kill: {self:?}"
+        );
+        self.assert_mid_drain(what);
+    }
+
+    /// The faults must have come during the drain to prove anything.
+    fn assert_mid_drain(&self, what: &str) {
+        assert!(
+            self.mid_drain >= 3,
+            "{what}: too few faults during the drain: {self:?}"
+        );
+    }
+}
+
 /// A program started `runs` times on a queued backlog (`sent`), each run
 /// sent `signal` ("TERM" or "KILL") once it has applied a few more, then
 /// a last run that applies the rest. `seen` reads what a run applied.
