@@ -70,7 +70,7 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
             )));
         }
     }
-    let reachable = tcp_reachable(&t.host, t.port);
+    let reachable = tcp_reachable(&t.host, t.port, Duration::from_secs(2));
     if t.tls && reachable {
         return Diagnosis::Fatal(ConnectError::Refused(format!(
             "TLS connection to {} failed ({err}): the broker's certificate is not signed by \
@@ -92,12 +92,13 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
 }
 
 /// Is anything listening at host:port? Tells a TLS refusal from a broker
-/// that is simply not running.
-fn tcp_reachable(host: &str, port: u16) -> bool {
+/// that is simply not running, and a broker that closed our connection
+/// while staying up from one that went away.
+pub(crate) fn tcp_reachable(host: &str, port: u16, timeout: Duration) -> bool {
     let Ok(addrs) = (host, port).to_socket_addrs() else {
         return false;
     };
     addrs
         .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+        .any(|a| TcpStream::connect_timeout(&a, timeout).is_ok())
 }
