@@ -312,6 +312,20 @@ void MQTTProtocol_removePublication(Publications* p)
 	FUNC_EXIT;
 }
 
+/* pi-mqtt patch: the same search as ListFindItem(inbound, &msgid, messageIDCompare), in a
+ * plain loop. Each incoming QoS 2 PUBLISH searches the whole list of messages awaiting their
+ * PUBREL, and Mosquitto 2.0.11 sends a resumed session's whole backlog at once (1,901 of 2,000
+ * queued messages were in flight together), so that list is as long as the backlog: with two
+ * function calls per element, the search was 43 % of the instructions of draining one. */
+static ListElement* findInboundMsg(List* inbound, int msgid)
+{
+	ListElement* e = inbound->first;
+
+	while (e != NULL && ((Messages*)(e->content))->msgid != msgid)
+		e = e->next;
+	return e;
+}
+
 /**
  * Process an incoming publish packet for a socket
  * The payload field of the packet has not been transferred to another buffer at this point.
@@ -383,7 +397,7 @@ int MQTTProtocol_handlePublishes(void* pack, SOCKET sock)
 		if (m->MQTTVersion >= MQTTVERSION_5)
 			m->properties = MQTTProperties_copy(&publish->properties);
 		m->nextMessageType = PUBREL;
-		if ((listElem = ListFindItem(client->inboundMsgs, &(m->msgid), messageIDCompare)) != NULL)
+		if ((listElem = findInboundMsg(client->inboundMsgs, m->msgid)) != NULL)
 		{   /* discard queued publication with same msgID that the current incoming message */
 			Messages* msg = (Messages*)(listElem->content);
 			MQTTProtocol_removePublication(msg->publish);
