@@ -2,13 +2,17 @@
 // tank the wildcard subscriptions reveal, with its level, its pump's state
 // and availability, its active alarms and a manual on/off button.
 //
-// Built for a few hundred tanks: messages only update a model and mark a
-// tank dirty; one requestAnimationFrame callback then updates the rows of
-// the dirty tanks (each tank has one keyed row, created once, kept in id
-// order), so a burst of retained messages on connect costs one redraw.
+// Built for a fleet (1,000 tanks updating once a second, issue 14):
+// messages only update a model and mark a tank dirty; one
+// requestAnimationFrame callback then updates the rows of the dirty tanks
+// (each tank has one keyed row, created once, kept in id order), writing
+// only what changed, so a burst of retained messages on connect costs one
+// redraw. The rows are `content-visibility: auto` (app.css): the browser
+// skips style, layout and paint of the rows off screen, and the level bar
+// moves by transform, without a layout or an animation.
 (function () {
   "use strict";
-  const { connect, jsonObject, preview, setText, warnings } = window.PiMqtt;
+  const { connect, jsonObject, preview, setText, setLongText, warnings } = window.PiMqtt;
 
   // A command the pump has not confirmed by then is given up on, with a
   // warning (the controller re-sends after 5 s too).
@@ -30,7 +34,19 @@
   const order = []; // ids in display order, parallel to the rows
   const byId = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
   const dirty = new Set();
-  let frame = 0;
+  // A redraw is due: at the next animation frame, but at most every
+  // REDRAW_MS. A fleet's levels arrive spread over each second; redrawing
+  // them a few times a second instead of at every frame costs a fraction of
+  // the painting, and the page reads the same.
+  const REDRAW_MS = 250;
+  let frame = 0; // a redraw is scheduled (a timer or an animation frame)
+  let lastFlush = -Infinity;
+  function schedule(now) {
+    if (frame) return;
+    const wait = lastFlush + REDRAW_MS - performance.now();
+    if (now || wait <= 0) frame = requestAnimationFrame(flush);
+    else frame = setTimeout(() => (frame = requestAnimationFrame(flush)), wait);
+  }
 
   const { warn } = warnings(document.getElementById("warning"));
 
@@ -44,6 +60,7 @@
         pump: null,
         pumpStatus: null,
         alarms: new Map(), // kind -> detail, active ones only
+        alarmsRev: 0, // bumped when `alarms` changes: the chips are rebuilt then only
         updated: null, // when a live message last came; retained ones have no known age
         pending: null, // {state, timer} of a command not yet confirmed
         row: null,
@@ -56,7 +73,7 @@
   function touch(t, live) {
     if (live) t.updated = new Date();
     dirty.add(t);
-    if (!frame) frame = requestAnimationFrame(flush);
+    schedule(false);
   }
 
   // ---- messages -> model -------------------------------------------------
@@ -115,6 +132,7 @@
     alarm(t, text, topic) {
       if (text === "") {
         t.alarms.clear();
+        t.alarmsRev += 1;
         return true;
       }
       const a = jsonObject(text);
@@ -124,6 +142,7 @@
       }
       if (a.active) t.alarms.set(a.alarm, typeof a.detail === "string" ? a.detail : "");
       else t.alarms.delete(a.alarm);
+      t.alarmsRev += 1;
       return true;
     },
   };
@@ -150,7 +169,8 @@
   }
 
   function availability(el, who, value) {
-    el.dataset.state = value === "online" || value === "offline" ? value : "unknown";
+    const state = value === "online" || value === "offline" ? value : "unknown";
+    if (el.dataset.state !== state) el.dataset.state = state;
     setText(el, `${who} ${value === null ? "?" : value}`);
   }
 
@@ -168,6 +188,8 @@
       pumpStatus: q(".pump-status"),
       alarms: q(".alarms"),
       updated: q(".updated"),
+      // What the row shows now, so that render() writes only changes.
+      shown: { hidden: false, level: undefined, pump: undefined, target: "", pending: false, alarmsRev: 0, updated: undefined },
     };
     setText(q(".tank-id"), t.id);
     // Keep the rows in id order (numeric ids numerically): binary search.
@@ -183,68 +205,100 @@
     rowsEl.insertBefore(row, next);
   }
 
+  let filterText = "";
   function visible(t) {
-    const f = filterEl.value.trim().toLowerCase();
-    if (f && !t.id.toLowerCase().includes(f)) return false;
+    if (filterText && !t.id.toLowerCase().includes(filterText)) return false;
     return !alarmsOnlyEl.checked || t.alarms.size > 0;
+  }
+
+  function show(r, t) {
+    const hidden = !visible(t);
+    if (r.shown.hidden !== hidden) {
+      r.shown.hidden = hidden;
+      r.el.hidden = hidden;
+    }
+  }
+
+  function alarmChip(kind, detail) {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    const k = document.createElement("span");
+    k.className = "kind";
+    k.textContent = kind;
+    const d = document.createElement("span");
+    d.className = "detail";
+    // A long detail (a 20 KB one is possible) shows its first 100
+    // characters (a cell is narrow); the whole
+    // text is in a <details> that scrolls.
+    setLongText(d, detail, 100);
+    chip.append(k, d);
+    return chip;
   }
 
   function render(t) {
     if (!t.row) createRow(t);
     const r = t.row;
-    r.el.hidden = !visible(t);
+    const shown = r.shown;
+    show(r, t);
 
-    if (t.level === null) {
-      r.fill.style.width = "0%";
-      setText(r.levelText, "–");
-    } else {
-      r.fill.style.width = `${t.level}%`;
-      r.fill.dataset.band = t.level < 20 ? "low" : t.level < 50 ? "mid" : "ok";
-      setText(r.levelText, `${t.level.toFixed(1)} %`);
+    if (shown.level !== t.level) {
+      shown.level = t.level;
+      if (t.level === null) {
+        r.fill.style.transform = "scaleX(0)";
+        setText(r.levelText, "–");
+      } else {
+        r.fill.style.transform = `scaleX(${t.level / 100})`;
+        const band = t.level < 20 ? "low" : t.level < 50 ? "mid" : "ok";
+        if (r.fill.dataset.band !== band) r.fill.dataset.band = band;
+        setText(r.levelText, `${t.level.toFixed(1)} %`);
+      }
     }
 
-    r.pumpState.dataset.state = t.pump || "unknown";
-    setText(r.pumpState, t.pump || "–");
+    if (shown.pump !== t.pump) {
+      shown.pump = t.pump;
+      r.pumpState.dataset.state = t.pump || "unknown";
+      setText(r.pumpState, t.pump || "–");
+    }
     const target = t.pending ? t.pending.state : t.pump === "on" ? "off" : "on";
-    setText(r.button, t.pending ? `Turning ${target}…` : `Turn ${target}`);
-    r.button.dataset.target = target;
-    r.button.disabled = t.pending !== null;
+    const pending = t.pending !== null;
+    if (shown.target !== target || shown.pending !== pending) {
+      shown.target = target;
+      shown.pending = pending;
+      setText(r.button, pending ? `Turning ${target}…` : `Turn ${target}`);
+      // 1,000 buttons called "Turn on" are useless to a screen reader.
+      r.button.setAttribute("aria-label", pending ? `Turning pump ${t.id} ${target}…` : `Turn pump ${t.id} ${target}`);
+      r.button.dataset.target = target;
+      r.button.disabled = pending;
+    }
 
     availability(r.sensor, "sensor", t.sensor);
     availability(r.pumpStatus, "pump", t.pumpStatus);
 
-    // Alarm chips: rebuilt only for this row, always as text.
-    r.el.dataset.alarm = t.alarms.size > 0 ? "yes" : "no";
-    const chips = [];
-    for (const [kind, detail] of t.alarms) {
-      const chip = document.createElement("span");
-      chip.className = "chip";
-      if (detail) chip.title = detail;
-      const k = document.createElement("span");
-      k.className = "kind";
-      k.textContent = kind;
-      const d = document.createElement("span");
-      d.className = "detail";
-      d.textContent = detail;
-      chip.append(k, d);
-      chips.push(chip);
+    // Alarm chips: rebuilt only when this tank's alarms changed, always as text.
+    if (shown.alarmsRev !== t.alarmsRev) {
+      shown.alarmsRev = t.alarmsRev;
+      r.el.dataset.alarm = t.alarms.size > 0 ? "yes" : "no";
+      r.alarms.replaceChildren(...Array.from(t.alarms, ([kind, detail]) => alarmChip(kind, detail)));
     }
-    r.alarms.replaceChildren(...chips);
 
-    if (t.updated) {
-      const u = t.updated;
-      setText(r.updated, `${pad(u.getHours())}:${pad(u.getMinutes())}:${pad(u.getSeconds())}`);
-      r.updated.dateTime = u.toISOString();
-      r.updated.title = "";
-    } else {
-      // Only retained messages so far: the broker does not say how old they are.
-      setText(r.updated, "retained");
-      r.updated.title = "Known from the broker's retained messages; no live update since this page connected";
+    if (shown.updated !== t.updated) {
+      shown.updated = t.updated;
+      if (t.updated) {
+        const u = t.updated;
+        setText(r.updated, `${pad(u.getHours())}:${pad(u.getMinutes())}:${pad(u.getSeconds())}`);
+        r.updated.dateTime = u.toISOString();
+        r.updated.title = "";
+      } else {
+        // Only retained messages so far: the broker does not say how old they are.
+        setText(r.updated, "retained");
+        r.updated.title = "Known from the broker's retained messages; no live update since this page connected";
+      }
     }
   }
 
-  function flush() {
+  function flush(time) {
     frame = 0;
+    lastFlush = time;
     for (const t of dirty) render(t);
     dirty.clear();
     let on = 0;
@@ -260,7 +314,8 @@
   }
 
   function refilter() {
-    for (const t of tanks.values()) if (t.row) t.row.el.hidden = !visible(t);
+    filterText = filterEl.value.trim().toLowerCase();
+    for (const t of tanks.values()) if (t.row) show(t.row, t);
   }
 
   // ---- the manual on/off button -------------------------------------------
@@ -279,11 +334,11 @@
         t.pending = null;
         warn(`${topic}: the pump did not report "${state}" within ${COMMAND_TIMEOUT_MS / 1000} s`);
         dirty.add(t);
-        if (!frame) frame = requestAnimationFrame(flush);
+        schedule(false);
       }, COMMAND_TIMEOUT_MS),
     };
     dirty.add(t);
-    if (!frame) frame = requestAnimationFrame(flush);
+    schedule(true); // the click shows at once
   });
 
   filterEl.addEventListener("input", refilter);

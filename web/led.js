@@ -3,7 +3,7 @@
 // mosquitto_pub agree on one level.
 (function () {
   "use strict";
-  const { connect, jsonObject, preview, setText, warnings } = window.PiMqtt;
+  const { connect, jsonObject, preview, setText, setLongText, warnings } = window.PiMqtt;
 
   // A drag fires dozens of input events a second; about ten messages a
   // second keep the LED smooth without flooding a Pi's broker. The last
@@ -86,7 +86,7 @@
   }
 
   function onLed(text) {
-    setText(lastLed, text === "" ? "(retained message cleared)" : text);
+    setLongText(lastLed, text === "" ? "(retained message cleared)" : text);
     if (text === "") return;
     const r = parseLed(text);
     if (r.error) {

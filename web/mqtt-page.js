@@ -65,6 +65,36 @@
     if (el.textContent !== text) el.textContent = text;
   }
 
+  // Long received text (a 20 KB alarm detail, a 56 KB payload) would make a
+  // row or the page thousands of pixels tall. Up to SHORT characters are
+  // shown as they are; longer text shows its first SHORT characters and "…",
+  // with the whole text one click away in a <details> whose box scrolls.
+  // Always as text, as setText.
+  const SHORT = 200;
+  const shownLong = new WeakMap(); // element -> the long text it shows
+  function setLongText(el, text, limit = SHORT) {
+    if (text.length <= limit) {
+      shownLong.delete(el);
+      if (el.childElementCount > 0) el.replaceChildren(text);
+      else setText(el, text);
+      return;
+    }
+    if (shownLong.get(el) === text) return; // keeps an opened <details> open
+    shownLong.set(el, text);
+    let cut = limit;
+    const c = text.charCodeAt(cut - 1);
+    if (c >= 0xd800 && c <= 0xdbff) cut -= 1; // never half a surrogate pair
+    const more = document.createElement("details");
+    more.className = "more";
+    const summary = document.createElement("summary");
+    summary.textContent = `show all ${text.length.toLocaleString("en")} characters`;
+    const whole = document.createElement("span");
+    whole.className = "whole";
+    whole.textContent = text;
+    more.append(summary, whole);
+    el.replaceChildren(`${text.slice(0, cut)}…`, more);
+  }
+
   // The page's equivalent of the programs' one warning line per bad message:
   // the console gets each, the page shows the last one and how many there were.
   function warnings(el) {
@@ -167,5 +197,5 @@
     };
   }
 
-  window.PiMqtt = { connect, decode, jsonObject, preview, setText, brokerUrl, warnings };
+  window.PiMqtt = { connect, decode, jsonObject, preview, setText, setLongText, brokerUrl, warnings };
 })();

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import mqtt from "mqtt";
 import {
-  Broker, Proc, binary, launchBrowser, pub, screenshot, sleep, tempDir, waitUntil, DEADLINE,
+  Broker, Proc, assertContrast, binary, launchBrowser, pub, screenshot, sleep, tempDir, waitUntil, DEADLINE,
 } from "./harness.mjs";
 
 let broker;
@@ -75,7 +75,7 @@ test("every tank found by the wildcards is shown, in id order, with level, pump 
   assert.deepEqual(await rowIds(), ["1", "2", "10"]);
 
   await expectCell("1", ".level-text", "63.5 %");
-  assert.equal(await row("1").locator(".fill").evaluate((e) => e.style.width), "63.5%");
+  assert.equal(await row("1").locator(".fill").evaluate((e) => e.style.transform), "scaleX(0.635)");
   assert.equal(await cell("2", ".pump-state"), "on");
   assert.equal(await cell("1", ".pump-state"), "off");
   assert.equal(await cell("1", ".sensor-status"), "sensor online");
@@ -83,6 +83,10 @@ test("every tank found by the wildcards is shown, in id order, with level, pump 
   assert.equal(await text("#controller-status"), "online");
   assert.equal(await text("#count-tanks"), "3");
   assert.equal(await text("#count-on"), "1");
+  // Each button says which pump it switches, for a screen reader.
+  assert.equal(await page.getByRole("button", { name: "Turn pump 1 on" }).count(), 1);
+  assert.equal(await page.getByRole("button", { name: "Turn pump 2 off" }).count(), 1);
+  assert.equal(await page.getByRole("button", { name: "Turn pump 10 on" }).count(), 1);
   // Retained messages have no known age; a live one gives the time.
   assert.equal(await cell("1", ".updated"), "retained");
 
@@ -102,6 +106,7 @@ test("a pump's button publishes a QoS 2, non-retained command and follows the re
   // Until the pump reports the new state, the button says so and waits.
   await expectCell("1", ".pump-button", "Turning on…");
   assert.equal(await button.isDisabled(), true);
+  assert.equal(await button.getAttribute("aria-label"), "Turning pump 1 on…");
   await sub.waitLine('0 2 {"state":"on"}');
   await sub.stop();
   // The pump (here mosquitto_pub) reports the new state.
@@ -109,6 +114,7 @@ test("a pump's button publishes a QoS 2, non-retained command and follows the re
   await expectCell("1", ".pump-state", "on");
   await expectCell("1", ".pump-button", "Turn off");
   assert.equal(await button.isDisabled(), false);
+  assert.equal(await page.getByRole("button", { name: "Turn pump 1 off" }).count(), 1);
   pub(broker, "pump/1/state", '{"state": "off"}', { retain: true });
   await expectCell("1", ".pump-button", "Turn on");
 });
@@ -164,10 +170,8 @@ test("alarms are listed per tank, as text, and can be filtered", async () => {
   await page.evaluate(() => document.activeElement?.blur());
   await page.mouse.move(0, 0); // no hover highlight in the picture
   await page.setViewportSize({ width: 1100, height: 600 });
-  await sleep(400); // the level bars' CSS transition
-  await screenshot(page, "dashboard.png");
+  await screenshot(page, "dashboard.png"); // the level bars have no transition
   await page.setViewportSize({ width: 390, height: 844 });
-  await sleep(400);
   await screenshot(page, "dashboard-phone.png");
   await page.setViewportSize({ width: 1100, height: 760 });
 
@@ -183,6 +187,58 @@ test("alarms are listed per tank, as text, and can be filtered", async () => {
   pub(broker, "alarm/2", JSON.stringify({ alarm: "pump-offline", active: false, detail: "" }), { retain: true });
   await waitUntil("the alarm cleared", async () => (await row("2").locator(".chip").count()) === 0);
   assert.equal(await text("#count-alarms"), "0");
+});
+
+test("a 20 KB alarm detail: the row stays short, the whole text one click away", async () => {
+  const detail = `pump/2 says: ${"0123456789abcdef".repeat(1280)}`; // 20,493 characters
+  pub(broker, "alarm/2", JSON.stringify({ alarm: "pump-offline", active: true, detail }), { retain: true });
+  const d = row("2").locator(".chip .detail");
+  await waitUntil("the long alarm on tank 2", async () => (await d.count()) === 1 && (await d.locator(".whole").count()) === 1);
+  const height = () => row("2").evaluate((e) => e.getBoundingClientRect().height);
+  assert.ok((await height()) < 200, `the row is ${await height()} px tall`);
+  // The start of the text, then "…" and a control that shows it all.
+  const start = await d.evaluate((e) => e.firstChild.textContent);
+  assert.equal(start, `${detail.slice(0, 100)}…`);
+  const summary = d.locator("summary");
+  assert.equal(await summary.textContent(), "show all 20,493 characters");
+  assert.equal(await d.locator(".whole").isVisible(), false);
+  await summary.click();
+  assert.equal(await d.locator(".whole").isVisible(), true);
+  assert.equal(await d.locator(".whole").textContent(), detail);
+  // Open, it is a box that scrolls, not a 25,000 px row.
+  assert.ok((await height()) < 500, `the opened row is ${await height()} px tall`);
+  assert.ok(await d.locator(".whole").evaluate((e) => e.scrollHeight > e.clientHeight + 100), "the whole text scrolls in its box");
+  // Other updates of the tank leave it open.
+  pub(broker, "tank/2/level", '{"level": 36}');
+  await expectCell("2", ".level-text", "36.0 %");
+  assert.equal(await d.locator(".whole").isVisible(), true);
+  pub(broker, "alarm/2", JSON.stringify({ alarm: "pump-offline", active: false, detail: "" }), { retain: true });
+  await waitUntil("the alarm cleared", async () => (await row("2").locator(".chip").count()) === 0);
+});
+
+test("text contrast is at least 4.5:1, light and dark, buttons hovered too", async () => {
+  // Every kind of badge and chip on screen: online/offline, on/off, an alarm, a warning.
+  pub(broker, "alarm/3", JSON.stringify({ alarm: "level-low", active: true, detail: "tank/3 at 12.5 %" }), { retain: true });
+  pub(broker, "pump/10/status", "offline", { retain: true });
+  pub(broker, "tank/1/level", "not json");
+  await expectCell("3", ".chip .detail", "tank/3 at 12.5 %");
+  await waitUntil("a warning", async () => await page.locator("#warning").isVisible());
+  const button = row("1").locator(".pump-button");
+  assert.equal(await button.isDisabled(), false);
+  try {
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.mouse.move(0, 0);
+      await assertContrast(page, `dashboard, ${scheme}`, 40);
+      await button.hover();
+      await assertContrast(page, `dashboard, ${scheme}, a hovered button`, 40);
+    }
+  } finally {
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.mouse.move(0, 0);
+  }
+  pub(broker, "alarm/3", JSON.stringify({ alarm: "level-low", active: false, detail: "" }), { retain: true });
+  pub(broker, "pump/10/status", "online", { retain: true });
 });
 
 test("bad payloads change nothing and are reported naming the topic", async () => {

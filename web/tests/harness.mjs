@@ -267,3 +267,75 @@ export async function screenshot(page, name) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: path.join(SCREENSHOTS, name), fullPage: true });
 }
+
+/**
+ * WCAG contrast of the text the page shows now, as Chromium renders it: for
+ * every rendered element with text of its own, the computed text colour
+ * against the background colours behind it (composited up to the page's
+ * own). Disabled controls are exempt (WCAG 1.4.3). Returns the number of
+ * elements checked and those under `min` (4.5:1, AA for normal text).
+ */
+export async function contrast(page, min = 4.5) {
+  return page.evaluate((min) => {
+    const rgba = (s) => {
+      const m = /^rgba?\(([^)]*)\)$/.exec(s);
+      if (!m) throw new Error(`a colour contrast() cannot read: ${s}`);
+      const [r, g, b, a = 1] = m[1].split(/[\s,/]+/).filter(Boolean).map(Number);
+      return { r, g, b, a };
+    };
+    const over = (top, under) => ({
+      r: top.r * top.a + under.r * (1 - top.a),
+      g: top.g * top.a + under.g * (1 - top.a),
+      b: top.b * top.a + under.b * (1 - top.a),
+      a: 1,
+    });
+    const lum = ({ r, g, b }) => {
+      const f = (v) => ((v /= 255) <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const hex = ({ r, g, b }) => "#" + [r, g, b].map((v) => Math.round(v).toString(16).padStart(2, "0")).join("");
+    function background(el) {
+      const layers = [];
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgba(getComputedStyle(e).backgroundColor);
+        if (c.a > 0) layers.push(c);
+        if (c.a === 1) break;
+      }
+      let bg = { r: 255, g: 255, b: 255, a: 1 }; // the canvas, if nothing is opaque
+      for (const c of layers.reverse()) bg = over(c, bg);
+      return bg;
+    }
+    function opacity(el) {
+      let o = 1;
+      for (let e = el; e; e = e.parentElement) o *= Number(getComputedStyle(e).opacity);
+      return o;
+    }
+    let checked = 0;
+    const low = [];
+    for (const el of document.body.querySelectorAll("*")) {
+      const own = Array.from(el.childNodes).some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim() !== "");
+      if (!own || el.getClientRects().length === 0) continue;
+      const style = getComputedStyle(el);
+      if (style.visibility !== "visible" || el.closest("button:disabled, input:disabled")) continue;
+      const bg = background(el);
+      const fg = rgba(style.color);
+      const text = over({ ...fg, a: fg.a * opacity(el) }, bg);
+      const [hi, lo] = [lum(text), lum(bg)].sort((a, b) => b - a);
+      const ratio = (hi + 0.05) / (lo + 0.05);
+      checked += 1;
+      if (ratio < min) {
+        const what = `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}${el.className ? "." + String(el.className).split(" ").join(".") : ""}`;
+        low.push(`${what} "${el.textContent.trim().slice(0, 30)}": ${hex(text)} on ${hex(bg)} is ${ratio.toFixed(2)}:1`);
+      }
+    }
+    return { checked, low };
+  }, min);
+}
+
+/** Asserts contrast() finds nothing under 4.5:1 among at least `least` elements. */
+export async function assertContrast(page, what, least) {
+  const { checked, low } = await contrast(page);
+  if (checked < least) throw new Error(`${what}: contrast checked only ${checked} elements (expected at least ${least})`);
+  if (low.length) throw new Error(`${what}: text under 4.5:1 contrast:\n  ${low.join("\n  ")}`);
+  return checked;
+}

@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
-  Broker, Proc, binary, launchBrowser, pub, retained, screenshot, tempDir, waitUntil, DEADLINE,
+  Broker, Proc, assertContrast, binary, launchBrowser, pub, retained, screenshot, tempDir, waitUntil, DEADLINE,
 } from "./harness.mjs";
 
 let broker;
@@ -127,6 +127,41 @@ test("a payload containing HTML is shown as text, never parsed", async () => {
   await expectSlider(page, 63);
   await waitUntil("led/status online again", async () => (await text(page, "#led-status")) === "online");
   assert.deepEqual(browser.errors, []);
+});
+
+test("a 56 KB led payload: the page stays short, the whole payload one click away", async () => {
+  const payload = JSON.stringify({ level: 63, note: "x".repeat(56 * 1024) });
+  pub(broker, "led", payload, { retain: true });
+  const last = page.locator("#last-led");
+  await waitUntil("the long payload on the page", async () => (await last.locator(".whole").count()) === 1);
+  const height = () => page.evaluate(() => document.documentElement.scrollHeight);
+  assert.ok((await height()) < 1200, `the page is ${await height()} px tall`);
+  assert.equal(await last.evaluate((e) => e.firstChild.textContent), `${payload.slice(0, 200)}…`);
+  const summary = last.locator("summary");
+  assert.equal(await summary.textContent(), `show all ${payload.length.toLocaleString("en")} characters`);
+  await summary.click();
+  assert.equal(await last.locator(".whole").isVisible(), true);
+  assert.equal(await last.locator(".whole").textContent(), payload);
+  assert.ok((await height()) < 1500, `the page with the payload opened is ${await height()} px tall`);
+  // A short one replaces it as plain text again.
+  pub(broker, "led", '{"level": 63}', { retain: true });
+  await waitUntil("the short payload", async () => (await last.textContent()) === '{"level": 63}');
+  assert.equal(await last.locator("*").count(), 0);
+});
+
+test("text contrast is at least 4.5:1, light and dark", async () => {
+  pub(broker, "led", "not json", { retain: true }); // a warning on screen too
+  await waitUntil("a warning", async () => await page.locator("#warning").isVisible());
+  try {
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await assertContrast(page, `LED page, ${scheme}`, 12);
+    }
+  } finally {
+    await page.emulateMedia({ colorScheme: "light" });
+  }
+  pub(broker, "led", '{"level": 63}', { retain: true });
+  await expectSlider(page, 63);
 });
 
 test("the page reconnects by itself after a broker restart, disabled meanwhile", async () => {

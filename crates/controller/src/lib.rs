@@ -261,6 +261,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn help_lists_own_flags_before_the_broker_flags() {
+        // Issue 11: the program's own flags first, as led-client's.
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        let own = help.find("--low").expect("--low in help");
+        let host = help.find("--host").expect("--host in help");
+        assert!(own < host, "own flags before the broker flags:\n{help}");
+    }
+
+    #[test]
     fn messages_become_inputs() {
         assert_eq!(
             parse("tank/3/level", br#"{"level": 49.5}"#, false),

@@ -149,6 +149,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn help_lists_own_flags_before_the_broker_flags() {
+        // Issue 11: the program's own flags first, as led-client's.
+        let help = <Args as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        let own = help.find("--pump").expect("--pump in help");
+        let host = help.find("--host").expect("--host in help");
+        assert!(own < host, "own flags before the broker flags:\n{help}");
+    }
+
+    #[test]
     fn commands_in_both_forms() {
         assert_eq!(obey(br#"{"state": "on"}"#), Ok(PumpState::On));
         assert_eq!(obey(b"OFF"), Ok(PumpState::Off));
