@@ -218,9 +218,13 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
     client.set_connected_callback(move |cli| {
         // Paho does not restore subscriptions after a reconnect, and a
         // clean session has none: subscribe every time.
+        // One SUBSCRIBE per filter: aedes 1.2.0 with Redis persistence
+        // (the cluster of scripts/cluster) delivers nothing to a durable
+        // session that subscribed to several filters in one SUBSCRIBE.
+        for sub in &subs {
+            drop(cli.subscribe(sub, qos));
+        }
         if !subs.is_empty() {
-            let qoss = vec![qos; subs.len()];
-            drop(cli.subscribe_many(&subs, &qoss));
             debug!("subscribe {subs:?} (q{qos})");
         }
         if let Some(topic) = &status {
