@@ -312,10 +312,20 @@ fn settings_that_can_never_work_are_refused_before_connecting() {
     let host = broker.host_args();
     let port = host[3].as_str();
     // (flags, MQTT_HOST, what the line must name)
-    let cases: [(&[&str], Option<&str>, &str); 5] = [
+    let good = format!("127.0.0.1:{port}");
+    let cases: [(&[&str], Option<&str>, &str); 9] = [
         (&["-h", "127.0.0.1", "-p", "0"], None, "--port 0"),
         (&["-h", "", "-p", port], None, "host is empty"),
         (&["-p", port], Some(""), "host is empty"),
+        // Issue 14: a host list with a typo in any entry.
+        (
+            &["-h", good.as_str(), "-h", "127.0.0.1:0"],
+            None,
+            "not 1 to 65535",
+        ),
+        (&["-h", "127.0.0.1:99999"], None, "not 1 to 65535"),
+        (&["-h", "localhost,,127.0.0.1"], None, "empty entry"),
+        (&[], Some("127.0.0.1:1884,"), "empty entry"),
         (
             &["-h", "127.0.0.1", "-p", port, "-i", "led\u{7}client"],
             None,

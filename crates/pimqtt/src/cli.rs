@@ -17,11 +17,15 @@ use crate::topics;
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Broker connection (as in mosquitto_sub)")]
 pub struct CommonArgs {
-    /// Broker host name or address.
-    #[arg(short = 'h', long, env = "MQTT_HOST", default_value = "localhost")]
-    pub host: String,
+    /// Broker host name or address; for a cluster, several: a
+    /// comma-separated list or a repeated -h, each HOST or HOST:PORT, tried
+    /// in order when connecting and reconnecting.
+    // A Vec so that -h may be repeated (clap refuses a repeated single
+    // value); the entries are split and checked by `servers`.
+    #[arg(short = 'h', long, env = "MQTT_HOST", default_value = "localhost", action = ArgAction::Append, value_name = "HOST[:PORT][,...]")]
+    pub host: Vec<String>,
 
-    /// Broker port [default: 1883, or 8883 with TLS].
+    /// Broker port, for hosts given without one [default: 1883, or 8883 with TLS].
     #[arg(short = 'p', long, env = "MQTT_PORT")]
     pub port: Option<u16>,
 
@@ -110,15 +114,23 @@ impl CommonArgs {
         self.port.unwrap_or(if self.tls() { 8883 } else { 1883 })
     }
 
-    /// The Paho server URI for these flags.
-    pub fn server_uri(&self) -> String {
+    /// The brokers to try, in order: each `-h` entry with its own port or
+    /// `-p`'s. Refuses what [`parse_hosts`] refuses.
+    pub fn servers(&self) -> Result<Vec<Server>, BadSetting> {
+        let port = self.port();
+        Ok(parse_hosts(&self.host)?
+            .into_iter()
+            .map(|(host, p)| Server {
+                host,
+                port: p.unwrap_or(port),
+            })
+            .collect())
+    }
+
+    /// The Paho server URIs for these flags, in the order they are tried.
+    pub fn server_uris(&self) -> Result<Vec<String>, BadSetting> {
         let scheme = if self.tls() { "ssl" } else { "tcp" };
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host) // IPv6 literal
-        } else {
-            self.host.clone()
-        };
-        format!("{scheme}://{host}:{}", self.port())
+        Ok(self.servers()?.iter().map(|s| s.uri(scheme)).collect())
     }
 
     /// The directory for Paho's file persistence.
@@ -133,6 +145,24 @@ impl CommonArgs {
             std::env::var_os("XDG_STATE_HOME").as_deref().map(Path::new),
             std::env::var_os("HOME").as_deref().map(Path::new),
         )
+    }
+}
+
+/// One broker of the `-h` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// A name or address; an IPv6 address without its brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Server {
+    fn uri(&self, scheme: &str) -> String {
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port) // IPv6 literal
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -162,7 +192,7 @@ impl CommonArgs {
                     .into(),
             ));
         }
-        check_host(&self.host)?;
+        parse_hosts(&self.host)?;
         if let Some(id) = &self.client_id {
             check_client_id(id)?;
         }
@@ -170,38 +200,94 @@ impl CommonArgs {
     }
 }
 
-/// The broker host (`-h`, `MQTT_HOST`): a name or an address; a
-/// comma-separated list may not hold an empty entry either.
-pub fn check_host(host: &str) -> Result<(), BadSetting> {
-    if host.trim().is_empty() {
+/// The broker hosts (`-h`, repeated or comma-separated, or `MQTT_HOST`):
+/// each entry is `HOST`, `HOST:PORT`, `[IPV6]`, `[IPV6]:PORT` or a bare IPv6
+/// address (more than one `:`, so no port of its own). Returns each host with
+/// its own port, if it has one. Refused, naming the entry: an empty list or
+/// entry (`a,,b`, a trailing comma), a URL, a space, a port that is not 1 to
+/// 65535: each a typo that would otherwise be retried for ever.
+pub fn parse_hosts(list: &[String]) -> Result<Vec<(String, Option<u16>)>, BadSetting> {
+    if list.iter().all(|h| h.trim().is_empty()) {
         return Err(BadSetting(
             "the broker host is empty (-h or MQTT_HOST): give a host name or address, \
              e.g. -h localhost, or unset MQTT_HOST"
                 .into(),
         ));
     }
-    for entry in host.split(',') {
-        let shown = crate::payload::quote(entry.as_bytes());
-        if entry.trim().is_empty() {
-            return Err(BadSetting(format!(
-                "the broker host list {} has an empty entry: separate host names with single commas",
-                crate::payload::quote(host.as_bytes())
-            )));
-        }
-        if entry.contains("://") {
-            return Err(BadSetting(format!(
-                "broker host {shown} is a URL: give the host name alone (e.g. -h broker.lan), \
-                 with -p for the port and --cafile for TLS"
-            )));
-        }
-        if entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(BadSetting(format!(
-                "broker host {shown} contains a space or a control character: \
-                 give a host name or address"
-            )));
+    let mut out = Vec::new();
+    for host in list {
+        for entry in host.split(',') {
+            out.push(parse_host(host, entry)?);
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+fn parse_host(list: &str, entry: &str) -> Result<(String, Option<u16>), BadSetting> {
+    let shown = crate::payload::quote(entry.as_bytes());
+    if entry.trim().is_empty() {
+        return Err(BadSetting(format!(
+            "the broker host list {} has an empty entry: separate host names with single commas",
+            crate::payload::quote(list.as_bytes())
+        )));
+    }
+    if entry.contains("://") {
+        return Err(BadSetting(format!(
+            "broker host {shown} is a URL: give the host name alone (e.g. -h broker.lan or \
+             -h broker.lan:1884), with --cafile for TLS"
+        )));
+    }
+    if entry.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(BadSetting(format!(
+            "broker host {shown} contains a space or a control character: \
+             give a host name or address"
+        )));
+    }
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return Err(BadSetting(format!(
+                "broker host {shown} opens a [ without closing it: write an IPv6 address \
+                 as [::1] or [::1]:1883"
+            )));
+        };
+        match after {
+            "" => (v6, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (v6, Some(p)),
+                None => {
+                    return Err(BadSetting(format!(
+                        "broker host {shown} has something after the ]: write [::1]:1883"
+                    )))
+                }
+            },
+        }
+    } else if entry.matches(':').count() > 1 {
+        (entry, None) // a bare IPv6 address
+    } else {
+        match entry.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (entry, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(BadSetting(format!(
+            "broker host {shown} has a port but no host: write HOST:PORT, e.g. localhost:1884"
+        )));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(BadSetting(format!(
+                    "broker host {shown} has the port {}, which is not 1 to 65535: \
+                     write HOST:PORT, e.g. localhost:1884",
+                    crate::payload::quote(p.as_bytes())
+                )))
+            }
+        },
+    };
+    Ok((host.to_string(), port))
 }
 
 /// A client id (`-i`) MQTT and Mosquitto accept: UTF-8 of 1 to 65535
@@ -312,7 +398,7 @@ mod tests {
             "60",
         ])
         .expect("valid flags");
-        assert_eq!(c.server_uri(), "tcp://broker.lan:1999");
+        assert_eq!(c.server_uris(), Ok(vec!["tcp://broker.lan:1999".into()]));
         assert_eq!(c.client_id.as_deref(), Some("me"));
         assert_eq!(c.qos, 1);
         assert!(!c.clean, "-c is a no-op, not --clean");
@@ -322,7 +408,7 @@ mod tests {
     #[test]
     fn tls_moves_the_default_port() {
         let c = parse(&["--cafile", "ca.crt"]).expect("valid flags");
-        assert_eq!(c.server_uri(), "ssl://localhost:8883");
+        assert_eq!(c.server_uris(), Ok(vec!["ssl://localhost:8883".into()]));
     }
 
     #[test]
@@ -378,6 +464,15 @@ mod tests {
             (&["-h", "a,,b"], "empty entry"),
             (&["-h", "tcp://broker"], "URL"),
             (&["-h", "my broker"], "space"),
+            (&["-h", "a,"], "empty entry"),
+            (&["-h", "a", "-h", ""], "empty entry"),
+            (&["-h", "a:0"], "not 1 to 65535"),
+            (&["-h", "a:70000"], "not 1 to 65535"),
+            (&["-h", "a:x"], "not 1 to 65535"),
+            (&["-h", "a:"], "not 1 to 65535"),
+            (&["-h", ":1884"], "no host"),
+            (&["-h", "[::1"], "without closing"),
+            (&["-h", "[::1]1884"], "after the ]"),
             (&["-i", "pump\u{7}"], "U+0007"),
             (&["-i", ""], "client id (-i) is empty"),
             (&["-i", "", "--clean"], "client id (-i) is empty"),
@@ -389,6 +484,33 @@ mod tests {
             .expect_err("escape")
             .to_string();
         assert!(e.contains("\"a.[2J\"") && e.contains("-i"), "{e}");
+    }
+
+    #[test]
+    fn a_host_list_becomes_paho_server_uris_in_order() {
+        let uris = |args: &[&str]| parse(args).expect("flags parse").server_uris();
+        let v = |u: &[&str]| Ok(u.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            uris(&["-h", "a.lan,b.lan:1884", "-p", "1999"]),
+            v(&["tcp://a.lan:1999", "tcp://b.lan:1884"])
+        );
+        assert_eq!(
+            uris(&["-h", "a", "-h", "127.0.0.1:2000,c"]),
+            v(&["tcp://a:1883", "tcp://127.0.0.1:2000", "tcp://c:1883"]),
+            "-h repeated: the lists join, in order"
+        );
+        assert_eq!(
+            uris(&["-h", "::1", "-h", "[fe80::1]:1884", "-h", "[::2]"]),
+            v(&[
+                "tcp://[::1]:1883",
+                "tcp://[fe80::1]:1884",
+                "tcp://[::2]:1883"
+            ])
+        );
+        assert_eq!(
+            uris(&["-h", "a,b:8884", "--cafile", "ca.pem"]),
+            v(&["ssl://a:8883", "ssl://b:8884"])
+        );
     }
 
     #[test]

@@ -16,9 +16,16 @@ use crate::events::EventSender;
 pub(crate) struct Core {
     pub(crate) key: usize,
     pub(crate) client: mqtt::AsyncClient,
-    pub(crate) connect: mqtt::ConnectOptions,
+    /// Connect options for each broker of `uris`, in order.
+    pub(crate) connect: Vec<mqtt::ConnectOptions>,
     pub(crate) client_id: String,
+    /// The brokers (one, unless `-h` lists a cluster).
+    pub(crate) uris: Vec<String>,
+    /// How they are named in messages: the URI, or the list.
     pub(crate) uri: String,
+    /// The broker of the list last connected to, for saying which one was
+    /// lost (set by the worker, read in Paho's callback).
+    pub(crate) server: std::sync::Mutex<String>,
     pub(crate) tag: usize,
     pub(crate) status_topic: Option<String>,
     pub(crate) qos: i32,
@@ -29,8 +36,8 @@ pub(crate) struct Core {
 /// What [`diagnose`] needs to explain a failed connect.
 pub(crate) struct Target {
     pub(crate) tls: bool,
-    pub(crate) host: String,
-    pub(crate) port: u16,
+    /// Every broker of the `-h` list (one, unless a cluster).
+    pub(crate) servers: Vec<crate::cli::Server>,
     /// Whether -u was given: turns "not authorised" into a hint about the
     /// password rather than about a missing one.
     pub(crate) has_user: bool,
@@ -43,7 +50,8 @@ pub(crate) enum Diagnosis {
     Retry(String),
 }
 
-pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
+/// `server` is the broker of the list that was tried.
+pub(crate) fn diagnose(core: &Core, err: &mqtt::Error, server: usize) -> Diagnosis {
     let t = &core.target;
     if let mqtt::Error::ConnectReturn(code) = err {
         use mqtt::ConnectReturnCode::*;
@@ -66,29 +74,40 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error) -> Diagnosis {
         if !why.is_empty() {
             return Diagnosis::Fatal(ConnectError::Refused(format!(
                 "the broker at {} refused the connection: {why}",
-                core.uri
+                tried(core, server)
             )));
         }
     }
-    let reachable = tcp_reachable(&t.host, t.port, Duration::from_secs(2));
-    if t.tls && reachable {
+    let reachable = t
+        .servers
+        .get(server)
+        .filter(|s| tcp_reachable(&s.host, s.port, Duration::from_secs(2)));
+    if let (true, Some(s)) = (t.tls, reachable) {
         return Diagnosis::Fatal(ConnectError::Refused(format!(
             "TLS connection to {} failed ({err}): the broker's certificate is not signed by \
              --cafile or does not name host {:?}, or port {} is not a TLS listener",
-            core.uri, t.host, t.port
+            tried(core, server),
+            s.host,
+            s.port
         )));
     }
-    Diagnosis::Retry(if reachable {
+    Diagnosis::Retry(if let Some(s) = reachable {
         // Something listens but dropped us: a broker still starting, or a
         // TLS listener spoken to in plain MQTT.
         format!(
             "broker at {} closed the connection ({err}); if port {} is a TLS listener, add \
              --cafile",
-            core.uri, t.port
+            tried(core, server),
+            s.port
         )
     } else {
-        format!("broker at {} not reachable ({err})", core.uri)
+        format!("broker at {} not reachable ({err})", tried(core, server))
     })
+}
+
+/// The URI of the broker tried.
+fn tried(core: &Core, server: usize) -> &str {
+    core.uris.get(server).unwrap_or(&core.uri)
 }
 
 /// Is anything listening at host:port? Tells a TLS refusal from a broker

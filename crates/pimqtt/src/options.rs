@@ -52,8 +52,12 @@ pub struct SessionConfig {
 #[derive(Debug)]
 pub struct Options {
     pub client_id: String,
+    /// The brokers, in the order Paho tries them (`-h a,b`).
+    pub uris: Vec<String>,
+    /// How they are named in messages: the URI, or the list.
     pub uri: String,
-    pub connect: mqtt::ConnectOptions,
+    /// Connect options for each of `uris`, in the same order.
+    pub connect: Vec<mqtt::ConnectOptions>,
     pub create: mqtt::CreateOptions,
 }
 
@@ -69,6 +73,50 @@ pub fn build(
             "the client id (-i) must be 1 to 65535 bytes".into(),
         ));
     }
+    let uris = common
+        .server_uris()
+        .map_err(|e| ConnectError::Config(e.to_string()))?;
+    // One set of connect options per broker, each naming only its own as
+    // Paho's server list: the worker moves along the list on its reconnect
+    // schedule. Given the whole list, Paho C would move on by itself when
+    // the connection to any but the last is lost (`nextOrClose` in
+    // MQTTAsyncUtils.c re-queues a CONNECT and calls the "connected"
+    // callback again), behind the worker's back and racing its own connect.
+    let connect = uris
+        .iter()
+        .map(|uri| {
+            let mut conn = connect_options(common, config)?;
+            if uris.len() > 1 {
+                conn.server_uris(&[uri]);
+            }
+            Ok(conn.finalize())
+        })
+        .collect::<Result<Vec<_>, ConnectError>>()?;
+    let uri = uris.join(", ");
+    // The first is the client's "own" URI: Paho names the persistence after
+    // it, so a single host keeps the files it had before lists existed.
+    let first = uris.first().cloned().unwrap_or_default();
+    let create = mqtt::CreateOptionsBuilder::new_v3()
+        .server_uri(&first)
+        .client_id(&client_id)
+        .user_persistence(StatePersistence::new(common.state_dir(), common.sync))
+        .send_while_disconnected(true)
+        .max_buffered_messages(MAX_BUFFERED)
+        .finalize();
+    Ok(Options {
+        client_id,
+        uris,
+        uri,
+        connect,
+        create,
+    })
+}
+
+/// The connect options every broker of the list shares.
+fn connect_options(
+    common: &CommonArgs,
+    config: &SessionConfig,
+) -> Result<mqtt::ConnectOptionsBuilder, ConnectError> {
     let mut conn = mqtt::ConnectOptionsBuilder::new_v3();
     conn.keep_alive_interval(Duration::from_secs(common.keepalive))
         .clean_session(common.clean)
@@ -93,20 +141,7 @@ pub fn build(
         conn.will_message(message(&w.topic, w.payload, w.qos, w.retained));
     }
 
-    let uri = common.server_uri();
-    let create = mqtt::CreateOptionsBuilder::new_v3()
-        .server_uri(&uri)
-        .client_id(&client_id)
-        .user_persistence(StatePersistence::new(common.state_dir(), common.sync))
-        .send_while_disconnected(true)
-        .max_buffered_messages(MAX_BUFFERED)
-        .finalize();
-    Ok(Options {
-        client_id,
-        uri,
-        connect: conn.finalize(),
-        create,
-    })
+    Ok(conn)
 }
 
 /// The one way every publication is built.
@@ -227,9 +262,19 @@ mod tests {
     fn durable_by_default_clean_on_request() {
         let o = build(&common(&[]), &config(), "LEDClient".into()).expect("options");
         assert_eq!(o.uri, "tcp://localhost:1883");
-        assert!(!o.connect.clean_session());
+        assert!(!o.connect[0].clean_session());
         let o = build(&common(&["--clean"]), &config(), "x".into()).expect("options");
-        assert!(o.connect.clean_session());
+        assert!(o.connect[0].clean_session());
+    }
+
+    #[test]
+    fn a_host_list_is_paho_s_server_list() {
+        let o = build(&common(&["-h", "n1:1884,n2:1885"]), &config(), "x".into()).expect("options");
+        assert_eq!(o.uris, ["tcp://n1:1884", "tcp://n2:1885"]);
+        assert_eq!(o.uri, "tcp://n1:1884, tcp://n2:1885");
+        assert_eq!(o.connect.len(), 2, "one set of options per broker");
+        let e = build(&common(&["-h", "n1,n2:0"]), &config(), "x".into()).expect_err("bad port");
+        assert!(e.to_string().contains("\"n2:0\""), "{e}");
     }
 
     #[test]

@@ -57,11 +57,12 @@ impl Session {
             .unwrap_or_else(|| config.default_client_id.clone());
         let opts = options::build(common, &config, client_id)?;
         writable_state_dir(common)?;
-        let journal = common.state_dir().join(crate::persist::file_name(
-            &opts.client_id,
-            &opts.uri,
-            "inbox",
-        ));
+        // Named after the first broker, as Paho's persistence is (options.rs).
+        let first = opts.uris.first().map_or(opts.uri.as_str(), String::as_str);
+        let journal =
+            common
+                .state_dir()
+                .join(crate::persist::file_name(&opts.client_id, first, "inbox"));
         inbox
             .sender()
             .open_journal(journal.clone(), common.sync, &opts.client_id, config.tag)
@@ -79,11 +80,16 @@ impl Session {
             ))
         })?;
         crate::paho_sys::protocol_trace_only();
+        let servers = common
+            .servers()
+            .map_err(|e| ConnectError::Config(e.to_string()))?;
         let core = Arc::new(Core {
             key: Worker::key(),
             client,
             connect: opts.connect,
             client_id: opts.client_id,
+            server: std::sync::Mutex::new(opts.uri.clone()),
+            uris: opts.uris,
             uri: opts.uri,
             tag: config.tag,
             status_topic: config.status_topic,
@@ -91,8 +97,7 @@ impl Session {
             events: inbox.sender(),
             target: Target {
                 tls: common.tls(),
-                host: common.host.clone(),
-                port: common.port(),
+                servers,
                 has_user: common.username.is_some(),
             },
         });
@@ -213,9 +218,13 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
     client.set_connected_callback(move |cli| {
         // Paho does not restore subscriptions after a reconnect, and a
         // clean session has none: subscribe every time.
+        // One SUBSCRIBE per filter: aedes 1.2.0 with Redis persistence
+        // (the cluster of scripts/cluster) delivers nothing to a durable
+        // session that subscribed to several filters in one SUBSCRIBE.
+        for sub in &subs {
+            drop(cli.subscribe(sub, qos));
+        }
         if !subs.is_empty() {
-            let qoss = vec![qos; subs.len()];
-            drop(cli.subscribe_many(&subs, &qoss));
             debug!("subscribe {subs:?} (q{qos})");
         }
         if let Some(topic) = &status {
@@ -227,11 +236,15 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
         events.send(Event::Connected { session: tag });
     });
     let events = core.events.clone();
+    let lost_core = Arc::downgrade(core);
     client.set_connection_lost_callback(move |cli| {
+        let server = lost_core
+            .upgrade()
+            .and_then(|c| c.server.lock().ok().map(|s| s.clone()))
+            .unwrap_or_else(|| cli.server_uri());
         warn!(
-            "{} lost the connection to {}; reconnecting",
-            cli.client_id(),
-            cli.server_uri()
+            "{} lost the connection to {server}; reconnecting",
+            cli.client_id()
         );
         worker.send(Job::Lost(key));
         events.send(Event::ConnectionLost { session: tag });

@@ -117,7 +117,11 @@ enum State {
 struct Link {
     core: Arc<Core>,
     state: State,
-    /// Failed attempts since the last success.
+    /// The broker of `core.uris` connected to, or to try next.
+    server: usize,
+    /// Brokers of the list tried, one after the other, in this round.
+    tried: usize,
+    /// Failed rounds (every broker of the list tried) since the last success.
     attempt: u32,
     /// Short-lived connections in a row.
     kicks: u32,
@@ -165,6 +169,8 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                 Link {
                     core,
                     state: State::Waiting { at: Instant::now() },
+                    server: 0,
+                    tried: 0,
                     attempt: 0,
                     kicks: 0,
                     told_kicks: false,
@@ -189,7 +195,9 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 }
 
 /// A connection went away: back on [`retry_delay`]'s schedule, unless it keeps
-/// being taken over, which is said once and slowed down.
+/// being taken over, which is said once and slowed down. With a list of
+/// brokers (a cluster), the next one is tried first: the one lost is likely
+/// down.
 ///
 /// A takeover and a broker restart look alike from here (the socket just
 /// closes; MQTT 3.1.1 gives no reason), so a short-lived connection counts
@@ -204,9 +212,11 @@ fn lost(link: &mut Link, now: Instant) {
         State::Connecting { .. } => true,
         State::Waiting { .. } | State::Failed => false,
     };
-    let target = &link.core.target;
-    let kicked = short && tcp_reachable(&target.host, target.port, PROBE);
+    let in_use = link.core.target.servers.get(link.server);
+    let kicked = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
     link.kicks = if kicked { link.kicks + 1 } else { 0 };
+    link.server = (link.server + 1) % link.core.uris.len().max(1);
+    link.tried = 0;
     let delay = if link.kicks >= KICKS {
         if !link.told_kicks {
             link.told_kicks = true;
@@ -229,7 +239,11 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
     for link in links.values_mut() {
         match &mut link.state {
             State::Waiting { at } if *at <= now => {
-                let token = link.core.client.connect(link.core.connect.clone());
+                let Some(opts) = link.core.connect.get(link.server) else {
+                    link.server = 0;
+                    continue;
+                };
+                let token = link.core.client.connect(opts.clone());
                 link.state = State::Connecting { token };
             }
             State::Connecting { token } => {
@@ -248,20 +262,25 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
     match result {
         Ok(rsp) => {
             let kept = rsp.connect_response().is_some_and(|r| r.session_present);
+            let server = core.uris.get(link.server).unwrap_or(&core.uri).clone();
             info!(
                 "{} connected to {} ({})",
                 core.client_id,
-                core.uri,
+                server,
                 if kept {
                     "the broker kept our session"
                 } else {
                     "new session"
                 }
             );
+            if let Ok(mut s) = core.server.lock() {
+                *s = server;
+            }
+            link.tried = 0;
             link.attempt = 0;
             link.state = State::Connected { since: now };
         }
-        Err(e) => match diagnose(core, &e) {
+        Err(e) => match diagnose(core, &e, link.server) {
             Diagnosis::Fatal(error) => {
                 core.events.send(Event::Failed {
                     session: core.tag,
@@ -270,13 +289,32 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                 link.state = State::Failed;
             }
             Diagnosis::Retry(why) => {
+                // The next broker of the list at once; the schedule's
+                // wait only once every one of them has been tried.
+                let n = core.uris.len().max(1);
+                link.server = (link.server + 1) % n;
+                link.tried += 1;
+                if link.tried < n {
+                    log::debug!(
+                        "{why}; trying {} next",
+                        core.uris.get(link.server).map_or("", String::as_str)
+                    );
+                    link.state = State::Waiting { at: now };
+                    return;
+                }
+                link.tried = 0;
                 let delay = if link.kicks >= KICKS {
                     retry_delay(9 + link.kicks - KICKS + 1)
                 } else {
                     retry_delay(link.attempt)
                 };
                 link.attempt += 1;
-                warn!("{why}; retrying in {}s", delay.as_secs());
+                let all = if n > 1 {
+                    " (nor any other broker of the list)"
+                } else {
+                    ""
+                };
+                warn!("{why}{all}; retrying in {}s", delay.as_secs());
                 link.state = State::Waiting { at: now + delay };
             }
         },
