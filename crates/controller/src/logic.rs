@@ -9,8 +9,9 @@
 //!   yet confirmed is not sent again on every level.
 //! - a command the pump has not confirmed within `command_timeout` is sent
 //!   again. Nothing is sent while the pump is known to be offline (it would
-//!   wait at the broker and reach the pump stale): what is wanted then is
-//!   sent once, as soon as the pump is back and reports another state.
+//!   wait at the broker and reach the pump stale): once the pump is back
+//!   and has reported its state, what is wanted then (from the last level)
+//!   is sent once, if it differs.
 //! - alarms, raised and cleared: `pump-offline` (status `offline`, or no
 //!   state for `pump_timeout`), `sensor-stale` (no level for
 //!   `sensor_timeout`; the pump is then commanded off), `overflow` (level
@@ -101,6 +102,13 @@ pub struct Tank {
     pub last_seen: Instant,
     /// The earliest entry of this tank in the timer queue.
     scheduled: Option<Instant>,
+    /// The pump was offline; once it is back and has reported its state,
+    /// it is told once what is wanted then ([`returned`]).
+    away: bool,
+    /// `pump` was reported since the pump last said `offline`: what it
+    /// said before an outage says nothing of what it does after one (a pump
+    /// that lost power restarts off).
+    pump_fresh: bool,
 }
 
 impl Tank {
@@ -118,6 +126,8 @@ impl Tank {
             first_seen: now,
             last_seen: now,
             scheduled: None,
+            away: false,
+            pump_fresh: false,
         }
     }
 
@@ -260,18 +270,22 @@ impl Controller {
             Input::PumpState(state) => {
                 tank.pump = Some(state);
                 tank.pump_at = Some(now);
+                tank.pump_fresh = true;
                 if tank.pending.is_some_and(|(p, _)| p == state) {
                     tank.pending = None;
                 }
-                let was_offline = tank.alarms.contains_key(&AlarmKind::PumpOffline);
+                tank.away |= tank.alarms.contains_key(&AlarmKind::PumpOffline);
                 update_alarms(cfg, tank, now, out);
-                back(tank, was_offline, now, out);
+                returned(cfg, tank, now, out);
             }
             Input::PumpStatus(status) => {
                 tank.pump_status = Some(status);
-                let was_offline = tank.alarms.contains_key(&AlarmKind::PumpOffline);
+                if status == Availability::Offline {
+                    tank.pump_fresh = false;
+                }
+                tank.away |= tank.alarms.contains_key(&AlarmKind::PumpOffline);
                 update_alarms(cfg, tank, now, out);
-                back(tank, was_offline, now, out);
+                returned(cfg, tank, now, out);
             }
             Input::TankStatus(status) => tank.tank_status = Some(status),
             Input::RetainedAlarm(kind) => {
@@ -324,16 +338,23 @@ impl Controller {
     }
 }
 
-/// The thresholds, with hysteresis.
-fn decide(cfg: &Config, tank: &mut Tank, level: f64, now: Instant, out: &mut Vec<Output>) {
-    let (want, why) = if level < cfg.low {
-        (PumpState::On, format!("level {level} is below {}", cfg.low))
+/// What the thresholds ask for at `level`: nothing in between (hysteresis).
+fn wanted(cfg: &Config, level: f64) -> Option<(PumpState, String)> {
+    if level < cfg.low {
+        Some((PumpState::On, format!("level {level} is below {}", cfg.low)))
     } else if level >= cfg.high {
-        (
+        Some((
             PumpState::Off,
             format!("level {level} reached {}", cfg.high),
-        )
+        ))
     } else {
+        None
+    }
+}
+
+/// The thresholds, with hysteresis.
+fn decide(cfg: &Config, tank: &mut Tank, level: f64, now: Instant, out: &mut Vec<Output>) {
+    let Some((want, why)) = wanted(cfg, level) else {
         return;
     };
     if tank.pump == Some(want) {
@@ -344,19 +365,30 @@ fn decide(cfg: &Config, tank: &mut Tank, level: f64, now: Instant, out: &mut Vec
     }
 }
 
-/// A pump that was offline is back: what it should be doing now goes out,
-/// once (whatever was decided while it was away was held back).
-fn back(tank: &mut Tank, was_offline: bool, now: Instant, out: &mut Vec<Output>) {
-    if !was_offline || tank.alarms.contains_key(&AlarmKind::PumpOffline) {
+/// A pump that was offline is back and has reported its state: it is told
+/// once what is wanted now, worked out afresh (off without a fresh level;
+/// else what the last level asks for; in between, the last decision held
+/// back while it was away). The decisions made while it was away went
+/// by what it did *before* the outage, so they cannot be trusted.
+fn returned(cfg: &Config, tank: &mut Tank, now: Instant, out: &mut Vec<Output>) {
+    if !tank.away || !tank.pump_fresh || tank.alarms.contains_key(&AlarmKind::PumpOffline) {
         return;
     }
-    if let Some((want, _)) = tank.pending {
-        if tank.pump == Some(want) {
-            tank.pending = None;
-        } else {
+    tank.away = false;
+    let want = if tank.alarms.contains_key(&AlarmKind::SensorStale) {
+        Some(PumpState::Off)
+    } else {
+        tank.level
+            .and_then(|l| wanted(cfg, l))
+            .map(|(w, _)| w)
+            .or(tank.pending.map(|(p, _)| p))
+    };
+    match want {
+        Some(want) if tank.pump != Some(want) => {
             let why = "the pump is back and reports another state".to_string();
             send(tank, want, true, why, now, out);
         }
+        _ => tank.pending = None,
     }
 }
 
@@ -364,7 +396,7 @@ fn back(tank: &mut Tank, was_offline: bool, now: Instant, out: &mut Vec<Output>)
 /// queued for a pump that is away would reach it whenever it comes back,
 /// however stale, and a pump back from an outage must switch at most once,
 /// to what is wanted then. So it is only remembered (`pending`), and
-/// [`back`] sends it when the pump returns.
+/// [`returned`] works out what to send when the pump is back.
 fn send(
     tank: &mut Tank,
     state: PumpState,
@@ -654,6 +686,43 @@ mod tests {
         out.extend(r.feed(23.0, "1", Input::Level(40.0)));
         out.extend(r.tick(28.0));
         assert_eq!(commands(&out), vec![], "once");
+    }
+
+    /// Before the outage it was on; it comes back off (it lost power). The
+    /// decisions made while it was away went by "on" and cancelled out;
+    /// what counts is the level now.
+    #[test]
+    fn a_pump_that_restarts_off_is_told_what_the_level_asks_for() {
+        let mut r = Rig::new();
+        r.feed(0.0, "1", Input::PumpStatus(Availability::Online));
+        r.feed(0.0, "1", Input::PumpState(On));
+        r.feed(0.0, "1", Input::Level(30.0));
+        r.feed(1.0, "1", Input::PumpStatus(Availability::Offline));
+        for (t, level) in [(2.0, 100.0), (3.0, 30.0), (4.0, 100.0), (5.0, 30.0)] {
+            assert_eq!(commands(&r.feed(t, "1", Input::Level(level))), vec![]);
+        }
+        // Online first: its old "on" is no news, nothing yet.
+        let out = r.feed(6.0, "1", Input::PumpStatus(Availability::Online));
+        assert_eq!(commands(&out), vec![]);
+        let out = r.feed(6.0, "1", Input::PumpState(Off));
+        assert_eq!(commands(&out), vec![("1".into(), On, true)]);
+        let mut out = r.feed(7.0, "1", Input::PumpState(On));
+        out.extend(r.tick(9.0));
+        assert_eq!(commands(&out), vec![], "once");
+    }
+
+    /// Back in the state already wanted: nothing to send.
+    #[test]
+    fn a_pump_back_in_the_wanted_state_gets_no_command() {
+        let mut r = Rig::new();
+        r.feed(0.0, "1", Input::PumpState(On));
+        r.feed(0.0, "1", Input::Level(30.0));
+        r.feed(1.0, "1", Input::PumpStatus(Availability::Offline));
+        r.feed(2.0, "1", Input::Level(40.0));
+        let mut out = r.feed(3.0, "1", Input::PumpStatus(Availability::Online));
+        out.extend(r.feed(3.0, "1", Input::PumpState(On)));
+        out.extend(r.tick(9.0));
+        assert_eq!(commands(&out), vec![]);
     }
 
     #[test]

@@ -196,6 +196,59 @@ fn a_killed_pump_raises_pump_offline_until_it_returns() {
     rig.expect_alarm("1", "pump-offline", false, "cleared");
 }
 
+/// Issue 10: a pump back from an outage switches at most once, to what the
+/// controller wants now, never through the commands decided while it was
+/// away (its durable session would have queued them all at the broker).
+#[test]
+fn a_pump_back_from_an_outage_switches_once_to_the_current_want() {
+    let rig = Rig::new(&["pump/1/command", "pump/1/status", "pump/1/state"]);
+    let ctl = rig.controller(&QUIET);
+    let mut pump = rig.pump_sim(&[]);
+    ctl.wait_stdout("pump 1 off");
+    rig.peer
+        .publish("tank/1/level", r#"{"level": 30}"#, 2, true);
+    rig.peer.expect("pump/1/state", ON);
+
+    pump.kill(); // a power cut: the broker publishes its will
+    rig.peer.expect("pump/1/status", "offline");
+    ctl.wait_stdout("pump-status 1 offline");
+    // While it is away the controller changes its mind four times.
+    for level in [100, 30, 100, 30] {
+        rig.peer
+            .publish("tank/1/level", format!(r#"{{"level": {level}}}"#), 2, true);
+        ctl.wait_stdout(&format!("level 1 {level}.0"));
+    }
+    assert_eq!(
+        rig.commands_within(Duration::from_millis(300)),
+        Vec::<String>::new(),
+        "nothing is sent to a pump known to be offline"
+    );
+
+    // Back (same id and state directory: its session kept at the broker).
+    // It starts off; the controller wants it on: exactly one command.
+    let pump = rig.pump_sim(&[]);
+    rig.peer.expect("pump/1/status", "online");
+    rig.peer.expect("pump/1/state", ON);
+    let later: Vec<String> = rig
+        .peer
+        .drain(Duration::from_millis(1500))
+        .iter()
+        .filter(|m| m.topic() != "pump/1/status")
+        .map(|m| format!("{} {}", m.topic(), m.payload_str()))
+        .collect();
+    assert!(
+        later.iter().all(|m| m == &format!("pump/1/state {ON}")),
+        "no more commands or switches after it is on: {later:?}"
+    );
+    let switches: Vec<String> = pump
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("pump 1 switched"))
+        .collect();
+    assert_eq!(switches.len(), 1, "{switches:#?}");
+    assert!(switches[0].ends_with("switched on"), "{switches:#?}");
+}
+
 #[test]
 fn a_silent_pump_raises_pump_offline() {
     let rig = Rig::new(&["alarm/+"]);
