@@ -262,13 +262,8 @@ mod tests {
 
     #[test]
     fn help_lists_own_flags_before_the_broker_flags() {
-        // Issue 11: the program's own flags first, as led-client's.
-        let help = <Args as clap::CommandFactory>::command()
-            .render_long_help()
-            .to_string();
-        let own = help.find("--low").expect("--low in help");
-        let host = help.find("--host").expect("--host in help");
-        assert!(own < host, "own flags before the broker flags:\n{help}");
+        let cmd = <Args as clap::CommandFactory>::command();
+        pimqtt_testkit::assert_own_flags_first(cmd, "--low");
     }
 
     #[test]

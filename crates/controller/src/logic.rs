@@ -514,26 +514,27 @@ mod tests {
         }
     }
 
+    /// What `out` holds of one kind of output, in short.
+    fn pick<T>(out: &[Output], f: impl Fn(&Output) -> Option<T>) -> Vec<T> {
+        out.iter().filter_map(f).collect()
+    }
+
     fn commands(out: &[Output]) -> Vec<(String, PumpState, bool)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Command {
-                    id, state, resend, ..
-                } => Some((id.clone(), *state, *resend)),
-                _ => None,
-            })
-            .collect()
+        pick(out, |o| match o {
+            Output::Command {
+                id, state, resend, ..
+            } => Some((id.clone(), *state, *resend)),
+            _ => None,
+        })
     }
 
     fn alarms(out: &[Output]) -> Vec<(String, AlarmKind, bool)> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Alarm {
-                    id, kind, active, ..
-                } => Some((id.clone(), *kind, *active)),
-                _ => None,
-            })
-            .collect()
+        pick(out, |o| match o {
+            Output::Alarm {
+                id, kind, active, ..
+            } => Some((id.clone(), *kind, *active)),
+            _ => None,
+        })
     }
 
     fn cmd(id: &str, s: PumpState) -> Vec<(String, PumpState, bool)> {

@@ -9,10 +9,9 @@
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pimqtt_testkit::{poll, Audit, Broker, Peer, Proc, Stream};
+use pimqtt_testkit::{poll, sibling, Audit, Broker, Peer, Proc, Stream};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
 /// Levels 0.0, 0.1 … 100.0: each one different, so a loss or a repeat shows.
@@ -20,24 +19,6 @@ const LEVELS: usize = 1001;
 /// One level every 20 ms: 20 s in all, the 10 s outage in the middle.
 const PACE: Duration = Duration::from_millis(20);
 const OUTAGE: Duration = Duration::from_secs(10);
-
-/// tank-sensor and pump-sim, built once beside this test (as in main.rs).
-fn sibling(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "tank-sensor", "-p", "pump-sim"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "cannot build the siblings");
-        dir
-    });
-    dir.join(name)
-}
 
 /// The level in `tank/1/level {"level": 12.3}` (mosquitto_sub -v), in tenths.
 fn tenths(line: &str) -> Option<u32> {
@@ -98,9 +79,9 @@ fn bridge_keeps_order_and_measures_losses_while_the_hub_is_away() {
             &["--dashboard", "lines", "--sensor-timeout", "300"],
         ),
     );
-    let _pump = Proc::spawn(sibling("pump-sim"), &pi.args(state.path(), &[]));
+    let _pump = Proc::spawn(sibling!("pump-sim"), &pi.args(state.path(), &[]));
     let mut sensor = Proc::spawn(
-        sibling("tank-sensor"),
+        sibling!("tank-sensor"),
         &pi.args(state.path(), &["--source", "stdin"]),
     );
     sensor.wait_stderr("connected to");

@@ -7,32 +7,12 @@
 #![allow(clippy::unwrap_used)] // a failed test setup should fail loudly
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use pimqtt_testkit::{wait_until, Cluster, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{sibling, wait_until, Cluster, Peer, Proc, DEADLINE};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
 const TANKS: usize = 3;
-
-/// tank-sensor and pump-sim, built once beside this test (as in main.rs).
-fn sibling(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "tank-sensor", "-p", "pump-sim"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().unwrap().success(), "cannot build the siblings");
-        dir
-    });
-    dir.join(name)
-}
 
 /// `-h B,A`: the sensors' and pumps' list, node B first.
 fn b_first(cluster: &Cluster, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -97,11 +77,11 @@ fn cluster_the_loop_survives_either_node() {
     );
     ctl.wait_stderr(&format!("connected to {}", cluster.uri(0)));
     let pumps = Proc::spawn(
-        sibling("pump-sim"),
+        sibling!("pump-sim"),
         &b_first(&cluster, state.path(), &["--count", &count]),
     );
     let _sensors = Proc::spawn(
-        sibling("tank-sensor"),
+        sibling!("tank-sensor"),
         &b_first(&cluster, state.path(), &sim),
     );
     every_loop_cycles(&pumps, 0, "every loop to cycle on the cluster");
@@ -137,7 +117,7 @@ fn cluster_the_loop_survives_either_node() {
 fn cluster_availability_and_wills_as_on_mosquitto() {
     let mut cluster = Cluster::start(2);
     let state = tempfile::tempdir().unwrap();
-    let pump = sibling("pump-sim");
+    let pump = sibling!("pump-sim");
     // The watcher is on node B; the pumps on node A.
     let watcher = Peer::at(&cluster.uri(1), "watcher");
     watcher.subscribe("pump/+/status");

@@ -10,35 +10,13 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pimqtt_testkit::{drain_with_stops, Broker, DrainReport, Peer, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{
+    drain_with_stops, sibling, Broker, DrainReport, Peer, Proc, Stream, DEADLINE,
+};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
-
-/// tank-sensor and pump-sim are other packages' binaries, which cargo does
-/// not build for this package's tests: build them once (a no-op when
-/// `cargo test --workspace` already has) and find them beside this test.
-fn sibling(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "tank-sensor", "-p", "pump-sim"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "cannot build tank-sensor and pump-sim"
-        );
-        dir
-    });
-    dir.join(name)
-}
 
 /// A broker, a state directory and a watcher subscribed to `filters`.
 struct Rig {
@@ -71,14 +49,14 @@ impl Rig {
 
     fn tank_sensor(&self, extra: &[&str]) -> Proc {
         Proc::spawn(
-            sibling("tank-sensor"),
+            sibling!("tank-sensor"),
             &self.broker.args(self.state.path(), extra),
         )
     }
 
     fn pump_sim(&self, extra: &[&str]) -> Proc {
         Proc::spawn(
-            sibling("pump-sim"),
+            sibling!("pump-sim"),
             &self.broker.args(self.state.path(), extra),
         )
     }
@@ -531,12 +509,12 @@ fn soak_fifty_broker_restarts_and_kills() {
         ),
         (
             "tank-sensor",
-            sibling("tank-sensor"),
+            sibling!("tank-sensor"),
             rig.broker.args(rig.state.path(), &["--count", &count]),
         ),
         (
             "pump-sim",
-            sibling("pump-sim"),
+            sibling!("pump-sim"),
             rig.broker.args(rig.state.path(), &["--count", &count]),
         ),
     ];

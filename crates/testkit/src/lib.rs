@@ -358,6 +358,58 @@ fn cluster_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mosquitto/cluster")
 }
 
+/// Another package's binary (tank-sensor, pump-sim), which cargo does not
+/// build for this package's tests: built once per test process (a no-op
+/// when `cargo test --workspace` already has) and found beside the test,
+/// in the same profile. Called through [`sibling!`], which fills in the
+/// calling package's cargo and manifest directory.
+pub fn sibling_of(cargo: &str, manifest_dir: &str, name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", name])
+            .current_dir(manifest_dir);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let ok = cmd.status().is_ok_and(|s| s.success());
+        assert!(ok, "cannot build {name}");
+        built.push(name.to_string());
+    }
+    dir.join(name)
+}
+
+/// [`sibling_of`] for the calling package: `sibling!("pump-sim")`.
+#[macro_export]
+macro_rules! sibling {
+    ($name:expr) => {
+        $crate::sibling_of(env!("CARGO"), env!("CARGO_MANIFEST_DIR"), $name)
+    };
+}
+
+/// Issue 11: a program's `--help` lists its own flags (`own` is one of
+/// them) before the broker flags it shares with the others.
+pub fn assert_own_flags_first(mut cmd: clap::Command, own: &str) {
+    let help = cmd.render_long_help().to_string();
+    let own_at = help
+        .find(own)
+        .unwrap_or_else(|| panic!("{own} in help:\n{help}"));
+    let host_at = help
+        .find("--host")
+        .unwrap_or_else(|| panic!("--host in help:\n{help}"));
+    assert!(
+        own_at < host_at,
+        "own flags before the broker flags:\n{help}"
+    );
+}
+
 /// The Mosquitto that [`Broker`] runs: `$PIMQTT_MOSQUITTO` (a command or a
 /// path, such as the 2.0.21 that `scripts/setup --test` unpacks; scripts/test
 /// runs the tests once more with it), else `mosquitto`.
