@@ -43,6 +43,8 @@ logger:
   default: warning
   logs:
     homeassistant.components.mqtt: info
+    # Loaded with the frontend; libturbojpeg is not needed without cameras.
+    homeassistant.components.camera.img_util: critical
 """
 
 
