@@ -13,7 +13,10 @@ use anyhow::bail;
 use clap::Parser;
 use log::{debug, info, warn};
 
+use std::collections::BTreeSet;
+
 use pimqtt::cli::{parse_percent, parse_seconds};
+use pimqtt::discovery::{Discovery, Entity, HaArgs};
 use pimqtt::payload::{self, Alarm, Availability, BadPayload, PumpState, TankLevel};
 use pimqtt::topics::{self, Topic};
 use pimqtt::{CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
@@ -75,6 +78,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub ha: HaArgs,
 }
 
 impl Args {
@@ -106,12 +112,16 @@ pub fn subscriptions() -> Vec<String> {
 /// deadline, then publishes `offline` on controller/status and disconnects.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut ctl = Controller::new(args.config()?);
+    let mut ha = args.ha.discovery()?.map(Alarms::new);
     let session = Session::new(
         &args.common,
         SessionConfig {
             default_client_id: "controller".into(),
             status_topic: Some(topics::CONTROLLER_STATUS.into()),
-            subscriptions: subscriptions(),
+            subscriptions: subscriptions()
+                .into_iter()
+                .chain(ha.iter().flat_map(|a| a.ha.subscriptions()))
+                .collect(),
             ..SessionConfig::default()
         },
         inbox,
@@ -136,7 +146,17 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
             .min();
         match inbox.next(next) {
             Next::Event(Event::Message(d)) => {
+                if let Some(ha) = &mut ha {
+                    if ha.heard(&session, &d) {
+                        continue;
+                    }
+                }
                 decide(&session, &mut ctl, &mut dash, &mut out, &d);
+            }
+            Next::Event(Event::Connected { .. }) => {
+                if let Some(ha) = &ha {
+                    ha.announce_all(&session);
+                }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
             Next::Event(_) | Next::Timeout => {}
@@ -148,6 +168,52 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     });
     dash.finish();
     result
+}
+
+/// The alarm binary sensors announced to Home Assistant: four per tank id,
+/// announced when the controller first hears of the id (it learns its
+/// tanks while it runs) and again when Home Assistant comes online.
+struct Alarms {
+    ha: Discovery,
+    known: BTreeSet<String>,
+}
+
+impl Alarms {
+    fn new(ha: Discovery) -> Alarms {
+        Alarms {
+            ha,
+            known: BTreeSet::new(),
+        }
+    }
+
+    /// Handles Home Assistant's status (true: the message was that), or
+    /// announces the alarms of an id seen for the first time (false: the
+    /// controller still has to decide on the message).
+    fn heard(&mut self, session: &Session, d: &Delivery) -> bool {
+        if self.ha.is_status(d) {
+            if self.ha.wants_announce(d) {
+                self.announce_all(session);
+            }
+            return true;
+        }
+        let id = Topic::parse(d.topic()).and_then(Topic::id);
+        if let Some(id) = id.filter(|id| !self.known.contains(*id)) {
+            self.known.insert(id.to_string());
+            self.ha.announce(session, &Entity::alarms(id));
+        }
+        false
+    }
+
+    fn announce_all(&self, session: &Session) {
+        if !self.known.is_empty() {
+            let all: Vec<Entity> = self
+                .known
+                .iter()
+                .flat_map(|id| Entity::alarms(id))
+                .collect();
+            self.ha.announce(session, &all);
+        }
+    }
 }
 
 /// One message into the state machine, its decisions out.

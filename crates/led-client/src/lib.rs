@@ -1,12 +1,15 @@
 //! led-client's logic, kept out of `main.rs` so tests and the benchmark can
 //! reason about it. `led` holds the two outputs (`led::sim` and `led::gpio`).
 
+use std::time::Instant;
+
 use anyhow::Context;
 use clap::Parser;
 use log::{info, warn};
 
+use pimqtt::discovery::{Discovery, Entity, HaArgs};
 use pimqtt::payload::{self, BadPayload, LedRequest};
-use pimqtt::{topics, CommonArgs, Event, Inbox, Next, Session, SessionConfig};
+use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionConfig};
 
 pub mod led;
 
@@ -31,23 +34,33 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub ha: HaArgs,
 }
 
 /// Runs until a stop is requested: connects (retrying while the broker is
 /// away), applies every `led` message before the broker hears it was
-/// received, then publishes `offline`, disconnects and turns the LED off.
+/// received, publishes each applied level on `led/state`, then publishes
+/// `offline`, disconnects and turns the LED off.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
+    let ha = args.ha.discovery()?;
     let mut out = led::open(args.led, args.pin)?;
+    let mut subscriptions = vec![topics::LED.to_string()];
+    subscriptions.extend(ha.iter().flat_map(Discovery::subscriptions));
     let session = Session::new(
         &args.common,
         SessionConfig {
             default_client_id: "LEDClient".into(),
             status_topic: Some(topics::LED_STATUS.into()),
-            subscriptions: vec![topics::LED.into()],
+            subscriptions,
             ..SessionConfig::default()
         },
         inbox,
     )?;
+    let entities = [Entity::led_light(session.qos())];
+    // The level the LED has: off until a message sets one.
+    let mut level = 0;
     info!(
         "LED client: broker {}, topic {:?}; Ctrl+C to stop",
         session.uri(),
@@ -55,15 +68,35 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     );
     session.start();
 
+    // led/state is published when the inbox is empty, not after every
+    // level of a backlog: the retained state is what the LED does now, and
+    // a drain of thousands of queued levels must not queue thousands of
+    // QoS 2 publications in front of a stop.
+    let mut unreported = false;
     let result = loop {
-        match inbox.next(None) {
+        let deadline = unreported.then(Instant::now);
+        match inbox.next(deadline) {
             Next::Event(Event::Message(d)) => {
-                if let Err(e) = apply(&mut *out, d.topic(), d.payload(), d.msg.retained()) {
-                    break Err(e);
+                match handle(&mut *out, &session, ha.as_ref(), &entities, &d) {
+                    Ok(Some(now)) => (level, unreported) = (now, true),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+            }
+            Next::Timeout => {
+                session.publish(topics::LED_STATE, LedRequest::Level(level).to_json(), true);
+                unreported = false;
+            }
+            Next::Event(Event::Connected { .. }) => {
+                // What the LED does now (off at start), before any level
+                // the broker hands over: led/state is never stale.
+                unreported = true;
+                if let Some(ha) = &ha {
+                    ha.announce(&session, &entities);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
-            Next::Event(_) | Next::Timeout => {}
+            Next::Event(_) => {}
             Next::Stopped => break Ok(()),
         }
     };
@@ -72,7 +105,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut late = Ok(());
     session.close(inbox, |d| {
         if late.is_ok() {
-            late = apply(&mut *out, d.topic(), d.payload(), d.msg.retained());
+            late = handle(&mut *out, &session, ha.as_ref(), &entities, &d).map(drop);
         }
     });
     info!("stopping: LED off");
@@ -80,14 +113,40 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     result.and(late).and(off)
 }
 
+/// One message: Home Assistant's status (re-announce), or a level to apply.
+/// Returns the level applied, for `led/state` (retained, so Home Assistant
+/// and the pages show what the LED does, not what was asked).
+fn handle(
+    out: &mut dyn Led,
+    session: &Session,
+    ha: Option<&Discovery>,
+    entities: &[Entity],
+    d: &Delivery,
+) -> anyhow::Result<Option<u8>> {
+    if let Some(ha) = ha.filter(|ha| ha.is_status(d)) {
+        if ha.wants_announce(d) {
+            ha.announce(session, entities);
+        }
+        return Ok(None);
+    }
+    apply(out, d.topic(), d.payload(), d.msg.retained())
+}
+
 /// Applies one `led` message per SPEC's rules; bad input is one log line.
+/// Returns the level the LED now has, if the message set one.
 /// Each applied level is logged at info (`LED at brightness N %`), marked
 /// when it is the retained level the broker hands over on subscribing.
-pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8], retained: bool) -> anyhow::Result<()> {
+pub fn apply(
+    out: &mut dyn Led,
+    topic: &str,
+    bytes: &[u8],
+    retained: bool,
+) -> anyhow::Result<Option<u8>> {
     match payload::parse_led(bytes) {
         Ok(LedRequest::Level(level)) => {
             info!("{}", applied_line(topic, level, retained));
             out.set(level)?;
+            Ok(Some(level))
         }
         Ok(LedRequest::Off) => {
             warn!(
@@ -95,13 +154,17 @@ pub fn apply(out: &mut dyn Led, topic: &str, bytes: &[u8], retained: bool) -> an
                 payload::quote(bytes)
             );
             out.set(0)?;
+            Ok(Some(0))
         }
         Err(BadPayload::Empty) => {
             info!("{topic}: empty payload (retained level cleared); LED unchanged");
+            Ok(None)
         }
-        Err(e) => warn!("{topic}: {e}: {}; LED unchanged", payload::quote(bytes)),
+        Err(e) => {
+            warn!("{topic}: {e}: {}; LED unchanged", payload::quote(bytes));
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// The info line for an applied level.

@@ -410,3 +410,39 @@ fn an_unwritable_state_dir_is_named_at_start() {
         err[0]
     );
 }
+
+/// SPEC's `led/state`: retained, what the LED does (off at start, then each
+/// applied level; a level that is not a number turns it off), not what was
+/// asked (an out-of-range level is clamped).
+#[test]
+fn led_state_follows_what_the_led_does() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let w = watcher(&broker);
+    w.subscribe("led/state");
+    let led = start(&broker, state.path(), &w);
+    w.expect("led/state", r#"{"level":0}"#);
+    let user = Peer::connect(&broker, "user");
+    user.publish("led", r#"{"level": 250}"#, 2, true);
+    led.proc.wait_stdout("brightness 100");
+    w.expect("led/state", r#"{"level":100}"#);
+    user.publish("led", r#"{"level": "abc"}"#, 2, true);
+    w.expect("led/state", r#"{"level":0}"#);
+    user.publish("led", r#"{"level": 40}"#, 2, true);
+    w.expect("led/state", r#"{"level":40}"#);
+    let late = Peer::connect(&broker, "late");
+    late.subscribe("led/state");
+    assert!(late.expect("led/state", r#"{"level":40}"#).retained());
+}
+
+#[test]
+fn a_bad_discovery_prefix_is_a_clear_error() {
+    let (code, err) = run_to_exit(&["--ha-discovery=home/#"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.iter()
+            .any(|l| l.contains("not a discovery prefix")
+                && l.contains("--ha-discovery=homeassistant")),
+        "{err:?}"
+    );
+}

@@ -25,9 +25,11 @@
 //! - [`logging`]: env_logger on stderr, `-d` for the Paho protocol trace.
 //! - [`payload`]: the JSON payloads of the topic table, fallible both ways.
 //! - [`topics`]: topic names and ids.
+//! - [`discovery`]: Home Assistant MQTT discovery (`--ha-discovery`).
 
 pub mod cli;
 mod client;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fleet;

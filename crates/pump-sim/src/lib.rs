@@ -7,6 +7,7 @@ use clap::Parser;
 use log::{debug, info, warn};
 
 use pimqtt::cli::parse_seconds;
+use pimqtt::discovery::{Discovery, Entity, HaArgs};
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, BadPayload, PumpState};
 use pimqtt::session::close_all;
@@ -38,6 +39,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub ha: HaArgs,
 }
 
 #[derive(Debug)]
@@ -58,10 +62,14 @@ pub fn obey(bytes: &[u8]) -> Result<PumpState, BadPayload> {
 /// reports states, then says `offline` and disconnects.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let ids = fleet::ids(&args.pump, args.count).map_err(|e| anyhow::anyhow!("--pump: {e}"))?;
+    let ha = args.ha.discovery()?;
     let sessions = fleet::sessions(&args.common, &ids, inbox, |id| SessionConfig {
         default_client_id: format!("pump-sim-{id}"),
         status_topic: Some(topics::pump_status(id)),
-        subscriptions: vec![topics::pump_command(id)],
+        subscriptions: [topics::pump_command(id)]
+            .into_iter()
+            .chain(ha.iter().flat_map(Discovery::subscriptions))
+            .collect(),
         ..SessionConfig::default()
     })?;
     let mut pumps: Vec<Pump> = ids
@@ -90,10 +98,20 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         }
         let _ = out.flush();
         match inbox.next(ticker.next_deadline()) {
-            Next::Event(Event::Message(d)) => command(&sessions, &mut pumps, &d, &mut out),
+            Next::Event(Event::Message(d)) => match &ha {
+                Some(ha) if ha.is_status(&d) => {
+                    if ha.wants_announce(&d) {
+                        announce(ha, &sessions, &pumps, d.session);
+                    }
+                }
+                _ => command(&sessions, &mut pumps, &d, &mut out),
+            },
             Next::Event(Event::Connected { session }) => {
                 if let (Some(pump), Some(s)) = (pumps.get(session), sessions.get(session)) {
                     report(s, pump);
+                }
+                if let Some(ha) = &ha {
+                    announce(ha, &sessions, &pumps, session);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
@@ -136,6 +154,13 @@ fn command(sessions: &[Session], pumps: &mut [Pump], d: &Delivery, out: &mut imp
             pump.id,
             pump.state
         ),
+    }
+}
+
+/// Pump `i`'s switch, to Home Assistant.
+fn announce(ha: &Discovery, sessions: &[Session], pumps: &[Pump], i: usize) {
+    if let (Some(pump), Some(s)) = (pumps.get(i), sessions.get(i)) {
+        ha.announce(s, &[Entity::pump_switch(&pump.id, s.qos())]);
     }
 }
 

@@ -13,6 +13,7 @@ use clap::Parser;
 use log::{info, warn};
 
 use pimqtt::cli::{parse_percent, parse_seconds};
+use pimqtt::discovery::{Discovery, Entity, HaArgs};
 use pimqtt::fleet::{self, Ticker};
 use pimqtt::payload::{self, PumpState, TankLevel};
 use pimqtt::session::close_all;
@@ -73,8 +74,17 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub count: u32,
 
+    /// With --ha-discovery: how long Home Assistant shows a level after it
+    /// came before it shows the tank's level as unavailable (its
+    /// expire_after); give the controller's --sensor-timeout.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub sensor_timeout: Duration,
+
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub ha: HaArgs,
 }
 
 /// One simulated or fed tank and its connection.
@@ -90,13 +100,17 @@ struct Tank {
 /// disconnects.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let ids = fleet::ids(&args.tank, args.count).map_err(|e| anyhow::anyhow!("--tank: {e}"))?;
+    let ha = args.ha.discovery()?;
     let sessions = fleet::sessions(&args.common, &ids, inbox, |id| SessionConfig {
         default_client_id: format!("tank-sensor-{id}"),
         status_topic: Some(topics::tank_status(id)),
         subscriptions: match args.source {
             Source::Sim => vec![topics::pump_state(id)],
             Source::Stdin => vec![],
-        },
+        }
+        .into_iter()
+        .chain(ha.iter().flat_map(Discovery::subscriptions))
+        .collect(),
         ..SessionConfig::default()
     })?;
     let sessions = Arc::new(sessions);
@@ -147,7 +161,19 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         }
         let _ = out.flush();
         match inbox.next(ticker.as_ref().and_then(Ticker::next_deadline)) {
-            Next::Event(Event::Message(d)) => pump_state(&mut tanks, &d),
+            Next::Event(Event::Message(d)) => match &ha {
+                Some(ha) if ha.is_status(&d) => {
+                    if ha.wants_announce(&d) {
+                        announce(ha, &sessions, &ids, args.sensor_timeout, d.session);
+                    }
+                }
+                _ => pump_state(&mut tanks, &d),
+            },
+            Next::Event(Event::Connected { session }) => {
+                if let Some(ha) = &ha {
+                    announce(ha, &sessions, &ids, args.sensor_timeout, session);
+                }
+            }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
             Next::Event(_) | Next::Timeout => {}
             Next::Stopped => break Ok(()),
@@ -158,6 +184,13 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
 }
 
 /// The pump's reported state, folded into its simulated tank.
+/// Tank `i`'s level sensor, to Home Assistant.
+fn announce(ha: &Discovery, sessions: &[Session], ids: &[String], expire: Duration, i: usize) {
+    if let (Some(id), Some(s)) = (ids.get(i), sessions.get(i)) {
+        ha.announce(s, &[Entity::tank_level(id, expire)]);
+    }
+}
+
 fn pump_state(tanks: &mut [Tank], d: &Delivery) {
     let Some(tank) = tanks.get_mut(d.session) else {
         return;
