@@ -101,6 +101,10 @@ pub fn build(
         .client_id(&client_id)
         .user_persistence(StatePersistence::new(common.state_dir(), common.sync))
         .send_while_disconnected(true)
+        // Also before the worker's first connect: a program may publish the
+        // moment it starts (a level read from stdin), and Paho refuses
+        // "Client disconnected" until a connect has been asked for.
+        .allow_disconnected_send_at_anytime(true)
         .max_buffered_messages(MAX_BUFFERED)
         .finalize();
     Ok(Options {
