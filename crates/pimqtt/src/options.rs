@@ -58,6 +58,9 @@ pub struct Options {
     pub uri: String,
     /// Connect options for each of `uris`, in the same order.
     pub connect: Vec<mqtt::ConnectOptions>,
+    /// The same asking for a clean session: used once, to get out of a
+    /// session the broker keeps refusing (see `worker`).
+    pub fresh: Vec<mqtt::ConnectOptions>,
     pub create: mqtt::CreateOptions,
 }
 
@@ -82,16 +85,22 @@ pub fn build(
     // the connection to any but the last is lost (`nextOrClose` in
     // MQTTAsyncUtils.c re-queues a CONNECT and calls the "connected"
     // callback again), behind the worker's back and racing its own connect.
-    let connect = uris
-        .iter()
-        .map(|uri| {
-            let mut conn = connect_options(common, config)?;
-            if uris.len() > 1 {
-                conn.server_uris(&[uri]);
-            }
-            Ok(conn.finalize())
-        })
-        .collect::<Result<Vec<_>, ConnectError>>()?;
+    let per_broker = |clean: bool| {
+        uris.iter()
+            .map(|uri| {
+                let mut conn = connect_options(common, config)?;
+                if clean {
+                    conn.clean_session(true);
+                }
+                if uris.len() > 1 {
+                    conn.server_uris(&[uri]);
+                }
+                Ok(conn.finalize())
+            })
+            .collect::<Result<Vec<_>, ConnectError>>()
+    };
+    let connect = per_broker(false)?;
+    let fresh = per_broker(true)?;
     let uri = uris.join(", ");
     // The first is the client's "own" URI: Paho names the persistence after
     // it, so a single host keeps the files it had before lists existed.
@@ -112,6 +121,7 @@ pub fn build(
         uris,
         uri,
         connect,
+        fresh,
         create,
     })
 }

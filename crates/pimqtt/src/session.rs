@@ -87,6 +87,7 @@ impl Session {
             key: Worker::key(),
             client,
             connect: opts.connect,
+            fresh: opts.fresh,
             client_id: opts.client_id,
             server: std::sync::Mutex::new(opts.uri.clone()),
             uris: opts.uris,

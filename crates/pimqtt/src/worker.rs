@@ -37,6 +37,12 @@ const POLL: Duration = Duration::from_millis(10);
 const SHORT_LIVED: Duration = Duration::from_secs(10);
 /// How long "is the broker still there?" may take.
 const PROBE: Duration = Duration::from_millis(200);
+/// A connection closed this soon after it was made, by a broker still up,
+/// was closed for something we sent at once: not another client (that
+/// takes the other's reconnect delay, a second or more).
+const REFUSED_WITHIN: Duration = Duration::from_millis(300);
+/// Such closings in a row before the session is started afresh.
+const REFUSALS: u32 = 3;
 /// Kicks in a row before we say so and back off.
 const KICKS: u32 = 3;
 
@@ -110,6 +116,11 @@ enum State {
     Connected {
         since: Instant,
     },
+    /// Connected with a clean session, which is being closed so that the
+    /// next connect makes a durable one again.
+    Renewing {
+        token: mqtt::Token,
+    },
     /// Refused for good; nothing more is tried.
     Failed,
 }
@@ -126,6 +137,10 @@ struct Link {
     /// Short-lived connections in a row.
     kicks: u32,
     told_kicks: bool,
+    /// Connections closed as soon as made, in a row.
+    refusals: u32,
+    /// Connect next with a clean session, then again with a durable one.
+    fresh: bool,
 }
 
 fn run(rx: &Receiver<Job>) {
@@ -155,7 +170,7 @@ fn next_wake(links: &HashMap<usize, Link>) -> Option<Instant> {
         .values()
         .filter_map(|l| match l.state {
             State::Waiting { at } => Some(at),
-            State::Connecting { .. } => Some(Instant::now() + POLL),
+            State::Connecting { .. } | State::Renewing { .. } => Some(Instant::now() + POLL),
             State::Connected { .. } | State::Failed => None,
         })
         .min()
@@ -174,6 +189,8 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                     attempt: 0,
                     kicks: 0,
                     told_kicks: false,
+                    refusals: 0,
+                    fresh: false,
                 },
             );
         }
@@ -205,15 +222,39 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// restarting Mosquitto closes its listeners before its clients'
 /// connections. Without that check, a few quick restarts in a row were
 /// taken for a sibling and slowed reconnecting to 2 s and more.
+///
+/// A connection closed *as soon as* it is made, again and again, is another
+/// matter: Mosquitto 2.0.21 closes one ("protocol error") whenever a client
+/// sends a QoS 2 PUBLISH it already holds a second time, which Paho does at
+/// each reconnect until it gets the PUBREC that the closing prevents
+/// (eclipse-mosquitto/mosquitto#3602, open): the session is stuck for good.
+/// Only a clean session gets out of it, so the next connect asks for one
+/// (dropping what this client had not yet handed over) and the one after
+/// that makes a durable session again.
 fn lost(link: &mut Link, now: Instant) {
-    let short = match link.state {
-        State::Connected { since } => now - since < SHORT_LIVED,
+    let lifetime = match link.state {
+        State::Connected { since } => Some(now - since),
         // Connected a moment ago, not yet polled.
-        State::Connecting { .. } => true,
-        State::Waiting { .. } | State::Failed => false,
+        State::Connecting { .. } => Some(Duration::ZERO),
+        State::Waiting { .. } | State::Renewing { .. } | State::Failed => None,
     };
+    let short = lifetime.is_some_and(|l| l < SHORT_LIVED);
     let in_use = link.core.target.servers.get(link.server);
-    let kicked = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
+    let up = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
+    let refused = up && lifetime.is_some_and(|l| l < REFUSED_WITHIN);
+    link.refusals = if refused { link.refusals + 1 } else { 0 };
+    if link.refusals >= REFUSALS {
+        link.refusals = 0;
+        link.fresh = true;
+        warn!(
+            "{}: the broker closes this connection as soon as it is made ({REFUSALS} times in a \
+             row): Mosquitto 2.0.21 does so to a session with a QoS 2 message it refuses to \
+             take again (eclipse-mosquitto#3602). Starting a clean session: messages not yet \
+             handed to the broker are dropped",
+            link.core.client_id
+        );
+    }
+    let kicked = up && !refused;
     link.kicks = if kicked { link.kicks + 1 } else { 0 };
     link.server = (link.server + 1) % link.core.uris.len().max(1);
     link.tried = 0;
@@ -239,12 +280,23 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
     for link in links.values_mut() {
         match &mut link.state {
             State::Waiting { at } if *at <= now => {
-                let Some(opts) = link.core.connect.get(link.server) else {
+                let all = if link.fresh {
+                    &link.core.fresh
+                } else {
+                    &link.core.connect
+                };
+                let Some(opts) = all.get(link.server) else {
                     link.server = 0;
                     continue;
                 };
                 let token = link.core.client.connect(opts.clone());
                 link.state = State::Connecting { token };
+            }
+            State::Renewing { token } => {
+                let closed = token.try_wait().is_some();
+                if closed {
+                    link.state = State::Waiting { at: now };
+                }
             }
             State::Connecting { token } => {
                 let Some(result) = token.try_wait() else {
@@ -278,7 +330,17 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
             }
             link.tried = 0;
             link.attempt = 0;
-            link.state = State::Connected { since: now };
+            link.state = if std::mem::take(&mut link.fresh) {
+                // The stuck session is gone; now a durable one again.
+                let opts = mqtt::DisconnectOptionsBuilder::new()
+                    .timeout(Duration::ZERO)
+                    .finalize();
+                State::Renewing {
+                    token: core.client.disconnect(opts),
+                }
+            } else {
+                State::Connected { since: now }
+            };
         }
         Err(e) => match diagnose(core, &e, link.server) {
             Diagnosis::Fatal(error) => {
