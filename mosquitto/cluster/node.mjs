@@ -36,7 +36,16 @@ if (!opt.id || !(port > 0 && port < 65536) || !(redisPort > 0 && redisPort < 655
   process.exit(2)
 }
 const log = (msg) => console.error(`node ${opt.id}: ${msg}`)
-const redis = { host: '127.0.0.1', port: redisPort }
+const redis = {
+  host: '127.0.0.1',
+  port: redisPort,
+  // ioredis 5.8.2 to 5.x sends CLIENT SETINFO and its ready check (INFO)
+  // after connecting, racing mqemitter-redis' SUBSCRIBE on the same
+  // connection: about one node start in 80 died with "Connection in
+  // subscriber mode, only subscriber commands may be used" (redis/ioredis#2037,
+  // fixed in ioredis 6). Without the client info the race is gone.
+  disableClientInfo: true
+}
 
 const persistence = persistenceRedis({
   ...redis,
