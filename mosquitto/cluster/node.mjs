@@ -87,6 +87,31 @@ const broker = await Aedes.createBroker({
 broker.on('clientError', (client, err) => log(`client ${client.id}: ${err.message}`))
 broker.on('connectionError', (client, err) => log(`connection: ${err.message}`))
 
+// Wills left under this node's own id come from an earlier run of it that
+// ended without its clients disconnecting (killed, crashed, power lost):
+// none of those clients is connected to this process. The other nodes
+// publish such wills only once they take the node for dead (three missed
+// heartbeats); a node restarted sooner (by a service manager) would leave
+// them unpublished for good, and a device that died with it `online`. So
+// the node publishes them itself, before it accepts a connection, as the
+// others would: publish, then delete. (A client that meanwhile connected
+// to another node has had this will deleted there: see delWill above.)
+const ownPrefix = `will:${opt.id}:`
+let leftWills = 0
+for (const key of await wills.lrange('will', 0, -1)) {
+  if (!key.startsWith(ownPrefix)) continue
+  const id = decodeURIComponent(key.slice(ownPrefix.length))
+  const will = await persistence.getWill({ id })
+  if (will) {
+    // As this run's own message (see the patch's aedes.js).
+    const packet = { ...will, brokerId: undefined, brokerCounter: undefined }
+    await new Promise((resolve, reject) => broker.publish(packet, (err) => (err ? reject(err) : resolve())))
+    leftWills++
+  }
+  await delWill({ id, brokerId: opt.id })
+}
+if (leftWills) log(`published ${leftWills} will(s) left by this node's previous run`)
+
 const server = createServer(broker.handle)
 server.on('error', (err) => {
   log(`cannot listen on 127.0.0.1:${port}: ${err.message}`)
