@@ -13,6 +13,9 @@ use pimqtt_testkit::{sibling, wait_until, Cluster, Peer, Proc, DEADLINE};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
 const TANKS: usize = 3;
+/// More than a will sweep: a node looks every four heartbeats (2 s in the
+/// tests) for the wills of clients of a node silent for three.
+const WILL_SWEEP: Duration = Duration::from_secs(6);
 
 /// `-h B,A`: the sensors' and pumps' list, node B first.
 fn b_first(cluster: &Cluster, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -121,15 +124,15 @@ fn cluster_availability_and_wills_as_on_mosquitto() {
     // The watcher is on node B; the pumps on node A.
     let watcher = Peer::at(&cluster.uri(1), "watcher");
     watcher.subscribe("pump/+/status");
-    let on_a = |id: &str| cluster.node_args(0, state.path(), &["--pump", id]);
+    let on_a = |c: &Cluster, id: &str| c.node_args(0, state.path(), &["--pump", id]);
 
     // A pump killed: node A publishes its will, seen on node B.
-    let mut p1 = Proc::spawn(&pump, &on_a("1"));
+    let mut p1 = Proc::spawn(&pump, &on_a(&cluster, "1"));
     watcher.expect("pump/1/status", "online");
     p1.kill();
     watcher.expect("pump/1/status", "offline");
     // Stopped: its own `offline`, and no will after it.
-    let p1 = Proc::spawn(&pump, &on_a("1"));
+    let p1 = Proc::spawn(&pump, &on_a(&cluster, "1"));
     watcher.expect("pump/1/status", "online");
     p1.signal("TERM");
     watcher.expect("pump/1/status", "offline");
@@ -144,23 +147,57 @@ fn cluster_availability_and_wills_as_on_mosquitto() {
     late.subscribe("pump/1/status");
     late.expect("pump/1/status", "offline");
 
-    // Pump 2 lists both nodes. Node A dies: pump 2 moves to node B, and
-    // its old will, held under node A, must not be published once node B
-    // takes node A for dead (three missed heartbeats, checked every four).
-    // (Not yet: a device that dies with its node is never reported offline;
-    // see the README, "When one broker is not enough".)
-    let a2 = cluster.args(state.path(), &["--pump", "2"]);
-    let _p2 = Proc::spawn(&pump, &a2);
+    // Pump 2 lists both nodes, pump 3 node A alone. Node A dies and pump
+    // 3 with it: node B takes node A for dead (three missed heartbeats,
+    // checked every four) and publishes pump 3's will. Pump 2 moves to node
+    // B, so its old will, held under node A, must not be published.
+    let _p2 = Proc::spawn(&pump, &cluster.args(state.path(), &["--pump", "2"]));
     watcher.expect("pump/2/status", "online");
+    let mut p3 = Proc::spawn(&pump, &on_a(&cluster, "3"));
+    watcher.expect("pump/3/status", "online");
     cluster.kill(0);
-    watcher.expect("pump/2/status", "online");
-    let seen: Vec<String> = watcher
-        .drain(Duration::from_secs(5))
-        .iter()
-        .map(|m| format!("{} {}", m.topic(), m.payload_str()))
-        .collect();
+    p3.kill();
+    let seen = statuses_until(&watcher, "pump/3/status offline", DEADLINE);
+    assert!(
+        seen.last().is_some_and(|s| s == "pump/3/status offline"),
+        "pump 3 died with node A and node B never said so: {seen:?}"
+    );
+    // Node B sweeps every 2 s: a will of pump 2 left under node A would be
+    // out in the sweep that sent pump 3's or the next.
+    let mut seen = seen;
+    seen.extend(statuses_until(&watcher, "(none)", WILL_SWEEP));
     assert!(
         !seen.iter().any(|s| s == "pump/2/status offline"),
         "pump 2 moved to node B, yet its will was published: {seen:?}"
     );
+    assert!(
+        seen.iter().any(|s| s == "pump/2/status online"),
+        "pump 2 did not say online on node B: {seen:?}"
+    );
+
+    // Node A crashes and is started again at once (as a service manager
+    // would), before node B could take it for dead: pump 4, which died
+    // with it, is reported offline all the same (by the new node A).
+    cluster.resume(0);
+    let mut p4 = Proc::spawn(&pump, &on_a(&cluster, "4"));
+    watcher.expect("pump/4/status", "online");
+    cluster.kill(0);
+    p4.kill();
+    cluster.resume(0);
+    let seen = statuses_until(&watcher, "pump/4/status offline", DEADLINE);
+    assert!(
+        seen.last().is_some_and(|s| s == "pump/4/status offline"),
+        "pump 4 died with node A, which came back at once, and nobody said so: {seen:?}"
+    );
+}
+
+/// The `topic payload` of each message the watcher gets, up to and
+/// including `last`, or all within `limit` if `last` never comes.
+fn statuses_until(watcher: &Peer, last: &str, limit: Duration) -> Vec<String> {
+    let mut seen = Vec::new();
+    watcher.watch(limit, |m| {
+        seen.push(format!("{} {}", m.topic(), m.payload_str()));
+        (seen.last().map(String::as_str) == Some(last)).then_some(())
+    });
+    seen
 }

@@ -337,6 +337,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failed test shows what the nodes said (their logs go with `dir`).
+        if std::thread::panicking() {
+            eprintln!("cluster nodes' logs:\n{}", self.logs());
+        }
         for child in self.nodes.iter_mut().chain([&mut self.redis]) {
             if let Some(mut c) = child.take() {
                 let _ = c.kill();

@@ -2,7 +2,11 @@
 //!
 //! The script starts the broker and a `controller` (whose pid it passes);
 //! this program waits for the controller to be online, then plays a fleet
-//! of N tanks and their pumps:
+//! of N tanks and their pumps. With several ports (the nodes of a cluster,
+//! `scripts/bench.d/tank --cluster`) the tanks' connections take the nodes
+//! in turn, and pump i is answered on node i mod nodes, subscribed to its
+//! own `pump/<i>/command` as pump-sim is (on one broker, one connection
+//! takes `pump/+/command`):
 //! - the tanks publish `tank/<id>/level` once a second each (QoS 2,
 //!   retained), spread evenly over the second, on a few connections; each
 //!   tank cycles through ten levels, 40 → 50 … 100 → 85 → 70 → 55 %, so two
@@ -17,7 +21,8 @@
 //! the moment the command arrives at the pump's client. Payloads are those
 //! of SPEC, unchanged. The controller's CPU comes from /proc/<pid>/stat
 //! (utime + stime over the measuring window) and its memory from VmRSS in
-//! /proc/<pid>/status (the highest value sampled).
+//! /proc/<pid>/status (the highest value sampled); the broker's or each
+//! node's (`--cpu-of`) the same way.
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failed setup should stop it loudly
 
@@ -32,9 +37,10 @@ use paho_mqtt as mqtt;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Port of the broker on 127.0.0.1.
-    #[arg(long)]
-    port: u16,
+    /// Port of the broker on 127.0.0.1; for a cluster every node's,
+    /// comma-separated (the controller is on the first).
+    #[arg(long, value_delimiter = ',', required = true)]
+    port: Vec<u16>,
     /// The pid of the running controller.
     #[arg(long)]
     controller_pid: u32,
@@ -50,9 +56,17 @@ struct Args {
     /// Connections the tanks share.
     #[arg(long, default_value_t = 10)]
     connections: usize,
-    /// Also report this process's CPU (the broker's pid).
-    #[arg(long)]
-    broker_pid: Option<u32>,
+    /// Also report the CPU of process PID as NAME (the broker, each node,
+    /// Redis); repeatable.
+    #[arg(long, value_name = "NAME=PID")]
+    cpu_of: Vec<String>,
+    /// Append one tab-separated line of the results to FILE, headed LABEL
+    /// (for the side-by-side table of scripts/bench.d/tank).
+    #[arg(long, value_name = "FILE")]
+    summary: Option<std::path::PathBuf>,
+    /// The first field of the --summary line.
+    #[arg(long, default_value = "")]
+    label: String,
 }
 
 const NONE: u8 = 0;
@@ -82,7 +96,8 @@ struct Usage {
     wall: f64,
     cpu: f64,
     rss_max_kib: u64,
-    broker_cpu: Option<f64>,
+    /// (NAME, % of one core) of each `--cpu-of` process.
+    others: Vec<(String, f64)>,
 }
 
 fn client(port: u16, id: &str) -> mqtt::AsyncClient {
@@ -116,11 +131,32 @@ fn wait_online(rx: &mqtt::SyncReceiver<Option<mqtt::Message>>) {
     }
 }
 
-/// The pumps: one connection answering every command, as pump-sim does.
-fn start_pumps(port: u16, shared: &Arc<Shared>) -> mqtt::AsyncClient {
+/// The pumps: one connection per node answering every command for its
+/// pumps (i mod nodes), as pump-sim does.
+fn start_pumps(ports: &[u16], shared: &Arc<Shared>) -> Vec<mqtt::AsyncClient> {
+    let nodes = ports.len();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(j, &port)| {
+            let ids: Vec<usize> = (j..shared.want.len()).step_by(nodes).collect();
+            start_pumps_on(port, j, &ids, nodes > 1, shared)
+        })
+        .collect()
+}
+
+/// The pumps `ids` on one connection to `port`: each subscribed to its own
+/// command topic if `own`, else all through `pump/+/command`.
+fn start_pumps_on(
+    port: u16,
+    j: usize,
+    ids: &[usize],
+    own: bool,
+    shared: &Arc<Shared>,
+) -> mqtt::AsyncClient {
     let n = shared.want.len();
-    let pumps = client(port, &format!("bench-pumps-{n}"));
-    for i in 0..n {
+    let pumps = client(port, &format!("bench-pumps-{n}-{j}"));
+    for &i in ids {
         publish(&pumps, format!("pump/{i}/status"), "online", true);
         publish(
             &pumps,
@@ -162,7 +198,17 @@ fn start_pumps(port: u16, shared: &Arc<Shared>) -> mqtt::AsyncClient {
         sh.pump[i].store(got, Ordering::SeqCst);
         publish(&answer, format!("pump/{i}/state"), &payload, true);
     });
-    pumps.subscribe("pump/+/command", 2).wait().unwrap();
+    if own {
+        for chunk in ids.chunks(100) {
+            let topics: Vec<String> = chunk.iter().map(|i| format!("pump/{i}/command")).collect();
+            pumps
+                .subscribe_many(&topics, &vec![2; topics.len()])
+                .wait()
+                .unwrap();
+        }
+    } else {
+        pumps.subscribe("pump/+/command", 2).wait().unwrap();
+    }
     pumps
 }
 
@@ -175,7 +221,12 @@ fn start_tanks(
 ) -> JoinHandle<Vec<mqtt::AsyncClient>> {
     let n = args.tanks;
     let conns: Vec<mqtt::AsyncClient> = (0..args.connections.max(1))
-        .map(|c| client(args.port, &format!("bench-tanks-{n}-{c}")))
+        .map(|c| {
+            client(
+                args.port[c % args.port.len()],
+                &format!("bench-tanks-{n}-{c}"),
+            )
+        })
         .collect();
     let sh = Arc::clone(shared);
     std::thread::spawn(move || {
@@ -226,7 +277,15 @@ fn measure(args: &Args, shared: &Shared) -> Usage {
     let pid = args.controller_pid;
     let tck = clk_tck();
     let (w0, c0) = (Instant::now(), cpu_ticks(pid));
-    let b0 = args.broker_pid.map(cpu_ticks);
+    let others: Vec<(String, u32)> = args
+        .cpu_of
+        .iter()
+        .map(|s| {
+            let (name, pid) = s.rsplit_once('=').expect("--cpu-of NAME=PID");
+            (name.to_string(), pid.parse().expect("--cpu-of NAME=PID"))
+        })
+        .collect();
+    let o0: Vec<u64> = others.iter().map(|(_, p)| cpu_ticks(*p)).collect();
     let from = shared.start.elapsed().as_secs_f64();
     let mut rss_max_kib = 0;
     while w0.elapsed() < Duration::from_secs(args.seconds) {
@@ -235,10 +294,11 @@ fn measure(args: &Args, shared: &Shared) -> Usage {
     }
     let wall = w0.elapsed().as_secs_f64();
     let cpu = (cpu_ticks(pid) - c0) as f64 / tck / wall * 100.0;
-    let broker_cpu = args
-        .broker_pid
-        .zip(b0)
-        .map(|(p, b)| (cpu_ticks(p) - b) as f64 / tck / wall * 100.0);
+    let others = others
+        .into_iter()
+        .zip(o0)
+        .map(|((name, p), t0)| (name, (cpu_ticks(p) - t0) as f64 / tck / wall * 100.0))
+        .collect();
     let to = shared.start.elapsed().as_secs_f64();
     Usage {
         from,
@@ -246,11 +306,12 @@ fn measure(args: &Args, shared: &Shared) -> Usage {
         wall,
         cpu,
         rss_max_kib,
-        broker_cpu,
+        others,
     }
 }
 
-fn report(n: usize, shared: &Shared, u: &Usage) {
+fn report(args: &Args, shared: &Shared, u: &Usage) {
+    let n = args.tanks;
     let lat = shared.latencies.lock().unwrap().clone();
     let window: Vec<(f64, f64)> = lat
         .iter()
@@ -283,6 +344,7 @@ fn report(n: usize, shared: &Shared, u: &Usage) {
         shared.unexpected.load(Ordering::Relaxed)
     );
     let (p50, p99) = (percentile(&mut all, 0.5), percentile(&mut all, 0.99));
+    let received = all.len() as f64 / expected * 100.0;
     println!(
         "  decision latency (level published -> command received): p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
         all.last().copied().unwrap_or(f64::NAN)
@@ -291,23 +353,44 @@ fn report(n: usize, shared: &Shared, u: &Usage) {
         "  backlog check: p99 {:.2} ms in the first half, {:.2} ms in the second; {:.0}% of expected commands",
         percentile(&mut first, 0.99),
         percentile(&mut second, 0.99),
-        all.len() as f64 / expected * 100.0
+        received
     );
     print!(
         "  controller: CPU {:.1} % of one core, RSS {:.1} MiB (peak sampled)",
         u.cpu,
         u.rss_max_kib as f64 / 1024.0
     );
-    match u.broker_cpu {
-        Some(b) => println!("; broker CPU {b:.1} %"),
-        None => println!(),
+    let others: Vec<String> = u
+        .others
+        .iter()
+        .map(|(name, cpu)| format!("{name} {cpu:.1} %"))
+        .collect();
+    if others.is_empty() {
+        println!();
+    } else {
+        println!("; CPU of {}", others.join(", "));
+    }
+    if let Some(path) = &args.summary {
+        use std::io::Write;
+        let line = format!(
+            "{}\t{p50:.2} ms\t{p99:.2} ms\t{received:.0} %\t{:.1} %\t{}\n",
+            args.label,
+            u.cpu,
+            others.join(", ")
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
     }
 }
 
 fn main() {
     let args = Args::parse();
     let n = args.tanks;
-    let watch = client(args.port, &format!("bench-watch-{n}"));
+    let watch = client(args.port[0], &format!("bench-watch-{n}"));
     let rx = watch.start_consuming();
     watch.subscribe("controller/status", 1).wait().unwrap();
     wait_online(&rx);
@@ -321,7 +404,7 @@ fn main() {
         pump: (0..n).map(|_| AtomicU8::new(WANT_OFF)).collect(),
         unexpected: AtomicU64::new(0),
     });
-    let pumps = start_pumps(args.port, &shared);
+    let pumps = start_pumps(&args.port, &shared);
     let total = Duration::from_secs(args.warmup + args.seconds);
     let publisher = start_tanks(&args, &shared, total);
 
@@ -330,8 +413,8 @@ fn main() {
     let conns = publisher.join().unwrap();
     // Let the last commands arrive before reading the latencies.
     std::thread::sleep(Duration::from_millis(500));
-    report(n, &shared, &usage);
-    for c in conns.iter().chain([&pumps, &watch]) {
+    report(&args, &shared, &usage);
+    for c in conns.iter().chain(&pumps).chain([&watch]) {
         let _ = c.disconnect(None).wait_for(Duration::from_secs(2));
     }
 }
