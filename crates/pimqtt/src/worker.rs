@@ -229,8 +229,8 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// each reconnect until it gets the PUBREC that the closing prevents
 /// (eclipse-mosquitto/mosquitto#3602, open): the session is stuck for good.
 /// Only a clean session gets out of it, so the next connect asks for one
-/// (dropping what this client had not yet handed over) and the one after
-/// that makes a durable session again.
+/// (dropping what was in flight either way, and what the broker had queued
+/// for us) and the one after that makes a durable session again.
 fn lost(link: &mut Link, now: Instant) {
     let lifetime = match link.state {
         State::Connected { since } => Some(now - since),
@@ -249,8 +249,8 @@ fn lost(link: &mut Link, now: Instant) {
         warn!(
             "{}: the broker closes this connection as soon as it is made ({REFUSALS} times in a \
              row): Mosquitto 2.0.21 does so to a session with a QoS 2 message it refuses to \
-             take again (eclipse-mosquitto#3602). Starting a clean session: messages not yet \
-             handed to the broker are dropped",
+             take again (eclipse-mosquitto#3602). Starting a clean session: messages in flight \
+             and queued for it are dropped",
             link.core.client_id
         );
     }
