@@ -1,7 +1,7 @@
 //! led-client's logic, kept out of `main.rs` so tests and the benchmark can
 //! reason about it. `led` holds the two outputs (`led::sim` and `led::gpio`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -39,9 +39,13 @@ pub struct Args {
     pub ha: HaArgs,
 }
 
+/// `led/state` goes out at most this often (Home Assistant and the pages
+/// follow it within this).
+const STATE_EVERY: Duration = Duration::from_millis(200);
+
 /// Runs until a stop is requested: connects (retrying while the broker is
 /// away), applies every `led` message before the broker hears it was
-/// received, publishes each applied level on `led/state`, then publishes
+/// received, publishes what the LED does on `led/state`, then publishes
 /// `offline`, disconnects and turns the LED off.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let ha = args.ha.discovery()?;
@@ -68,23 +72,30 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     );
     session.start();
 
-    // led/state is published when the inbox is empty, not after every
-    // level of a backlog: the retained state is what the LED does now, and
-    // a drain of thousands of queued levels must not queue thousands of
-    // QoS 2 publications in front of a stop.
+    // led/state says what the LED does now, at most every STATE_EVERY and
+    // only when that changed: not every level of a backlog (a drain of
+    // thousands of queued levels must not queue thousands of QoS 2
+    // publications in front of a stop, nor double the work per message).
     let mut unreported = false;
+    // The level last published, and when.
+    let mut said: Option<(u8, Instant)> = None;
     let result = loop {
-        let deadline = unreported.then(Instant::now);
+        let deadline =
+            unreported.then(|| said.map_or_else(Instant::now, |(_, at)| at + STATE_EVERY));
         match inbox.next(deadline) {
             Next::Event(Event::Message(d)) => {
                 match handle(&mut *out, &session, ha.as_ref(), &entities, &d) {
-                    Ok(Some(now)) => (level, unreported) = (now, true),
+                    Ok(Some(now)) => {
+                        level = now;
+                        unreported |= said.map(|(l, _)| l) != Some(now);
+                    }
                     Ok(None) => {}
                     Err(e) => break Err(e),
                 }
             }
             Next::Timeout => {
                 session.publish(topics::LED_STATE, LedRequest::Level(level).to_json(), true);
+                said = Some((level, Instant::now()));
                 unreported = false;
             }
             Next::Event(Event::Connected { .. }) => {
