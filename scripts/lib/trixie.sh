@@ -50,6 +50,10 @@ trixie_need_root() {
 # checkout) at /src when set. Network and DNS are the host's.
 trixie_run() {
   cp -L /etc/resolv.conf "$TRIXIE_ROOT/etc/resolv.conf" 2>/dev/null || true
+  # The root trusts what this machine trusts (a proxy's CA, say) for cargo's
+  # downloads: the host's CA bundle, as /etc/ssl/host-ca.crt.
+  local ca="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+  if [[ -f "$ca" ]]; then cp -L "$ca" "$TRIXIE_ROOT/etc/ssl/host-ca.crt"; fi
   unshare --mount --propagation private -- /bin/bash -c '
     set -e
     r="$1"; src="$2"; shift 2
@@ -114,7 +118,7 @@ trixie_cross_build() { # SRC TARGET [CARGO ARGS...]
   local gcc="${TRIXIE_GCC[$target]:?unknown target $target}"
   local tvar="${target//-/_}"
   TRIXIE_SRC="$src" trixie_run /usr/bin/env \
-    CARGO_HOME=/build/cargo-home CARGO_TARGET_DIR=/build/target \
+    CARGO_HOME=/build/cargo-home CARGO_TARGET_DIR=/build/target CARGO_HTTP_CAINFO=/etc/ssl/host-ca.crt \
     "CARGO_TARGET_${tvar^^}_LINKER=$gcc" "CC_$tvar=$gcc" "AR_$tvar=${gcc%-gcc}-ar" \
     PKG_CONFIG_ALLOW_CROSS=1 "PKG_CONFIG_LIBDIR=/usr/lib/${gcc%-gcc}/pkgconfig:/usr/share/pkgconfig" \
     /bin/sh -c 'cd /src && exec cargo build --locked --release --target "$@"' sh "$target" "$@"
