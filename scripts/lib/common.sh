@@ -63,6 +63,24 @@ stop_pid() { # PID [SECONDS [SIGNAL]]
   [[ "$pid" == -* ]] || wait "$pid" 2>/dev/null || true
 }
 
+# The memory available now, in MiB.
+mem_available_mib() { awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo; }
+
+# How many jobs `cargo build --release` may run side by side here: the
+# release profile links with fat LTO; a job takes up to PIMQTT_MIB_PER_JOB
+# MiB (README, "On a Raspberry Pi": measured 652 MiB for 2 jobs, 353 MiB for
+# the largest single rustc; 400 leaves a margin); at least 1, at most the
+# CPUs. $CARGO_BUILD_JOBS wins.
+cargo_jobs() {
+  if [[ -n "${CARGO_BUILD_JOBS:-}" ]]; then echo "$CARGO_BUILD_JOBS"; return; fi
+  local per="${PIMQTT_MIB_PER_JOB:-400}" cpus jobs
+  cpus="$(nproc 2>/dev/null || echo 1)"
+  jobs=$(($(mem_available_mib) / per))
+  ((jobs < 1)) && jobs=1
+  ((jobs > cpus)) && jobs=$cpus
+  echo "$jobs"
+}
+
 # A script's help: its first comment block (after the #! line), unmarked.
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 

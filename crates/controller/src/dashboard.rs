@@ -164,7 +164,7 @@ impl Dashboard {
     /// Called before the loop waits: writes out what is pending (lines), or
     /// redraws the table when it is due.
     pub fn refresh(&mut self, ctl: &Controller, now: Instant) {
-        if self.table && self.next_deadline().map_or(true, |t| t <= now) {
+        if self.table && self.next_deadline().is_none_or(|t| t <= now) {
             let (w, h) = terminal_size::terminal_size()
                 .map(|(w, h)| (usize::from(w.0), usize::from(h.0)))
                 .unwrap_or((100, 30));

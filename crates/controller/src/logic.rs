@@ -330,7 +330,7 @@ impl Controller {
     fn schedule(&mut self, i: usize, now: Instant) {
         let tank = &mut self.tanks[i];
         if let Some(next) = tank.next_deadline(&self.cfg, now) {
-            if tank.scheduled.map_or(true, |s| next < s) {
+            if tank.scheduled.is_none_or(|s| next < s) {
                 tank.scheduled = Some(next);
                 self.timers.push(Reverse((next, i)));
             }

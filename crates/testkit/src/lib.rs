@@ -9,6 +9,9 @@
 //!
 //! `PIMQTT_MOSQUITTO` names the Mosquitto binary to run (default: the
 //! `mosquitto` on `PATH`), to test against another build of the broker.
+//! `PIMQTT_TARGET_BIN_DIR` and `PIMQTT_TARGET_RUNNER` run the programs
+//! under test from another build, as the ARM builds under qemu-user
+//! ([`Proc::spawn`]).
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
 
@@ -616,6 +619,34 @@ pub enum Stream {
     Stderr,
 }
 
+/// The command that runs `exe`: `exe` itself, or, for the ARM builds under
+/// emulation (scripts/test.d/50-arm), the binary of the same name in
+/// `$PIMQTT_TARGET_BIN_DIR` run by `$PIMQTT_TARGET_RUNNER` (a command and
+/// its arguments, split on spaces, as `qemu-aarch64 -L SYSROOT`). A binary
+/// missing from that directory is a setup error, not a silent fallback.
+fn target_command(exe: &Path) -> Command {
+    let Some(dir) = std::env::var_os("PIMQTT_TARGET_BIN_DIR") else {
+        return Command::new(exe);
+    };
+    let name = exe.file_name().unwrap();
+    let target = Path::new(&dir).join(name);
+    assert!(
+        target.is_file(),
+        "PIMQTT_TARGET_BIN_DIR has no {}",
+        target.display()
+    );
+    let runner = std::env::var("PIMQTT_TARGET_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(prog) => {
+            let mut cmd = Command::new(prog);
+            cmd.args(words).arg(target);
+            cmd
+        }
+        None => Command::new(target),
+    }
+}
+
 /// A running binary; killed on drop.
 #[derive(Debug)]
 pub struct Proc {
@@ -634,7 +665,7 @@ impl Proc {
     }
 
     pub fn spawn_env(exe: impl AsRef<Path>, args: &[String], env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(exe.as_ref());
+        let mut cmd = target_command(exe.as_ref());
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
