@@ -1,5 +1,5 @@
 # The Debian trixie root that cross-compiles pi-mqtt for the Raspberry Pi
-# (sourced by scripts/package and scripts/test.d/50-arm; needs root).
+# (sourced by scripts/package and scripts/test.d/60-arm; needs root).
 #
 # rustup cannot fetch another target's standard library here (only package
 # registries are reachable), but Debian ships its Rust standard library as a

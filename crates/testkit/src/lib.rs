@@ -620,7 +620,7 @@ pub enum Stream {
 }
 
 /// The command that runs `exe`: `exe` itself, or, for the ARM builds under
-/// emulation (scripts/test.d/50-arm), the binary of the same name in
+/// emulation (scripts/test.d/60-arm), the binary of the same name in
 /// `$PIMQTT_TARGET_BIN_DIR` run by `$PIMQTT_TARGET_RUNNER` (a command and
 /// its arguments, split on spaces, as `qemu-aarch64 -L SYSROOT`). A binary
 /// missing from that directory is a setup error, not a silent fallback.
