@@ -100,6 +100,8 @@ impl Session {
                 servers,
                 has_user: common.username.is_some(),
             },
+            protocol: common.protocol,
+            disconnect: std::sync::Mutex::new(None),
         });
         let worker = Worker::get();
         install_callbacks(&core, config.subscriptions, worker.clone());
@@ -144,6 +146,33 @@ impl Session {
             u8::from(retained)
         );
         let msg = options::message(topic, payload, self.core.qos, retained);
+        self.worker.send(Job::Publish(self.core.key, msg));
+    }
+
+    /// Like [`publish`](Session::publish), for a message that is worthless
+    /// after `expiry`: with MQTT 5 the broker drops it once it has waited
+    /// that long for a subscriber that is away (a pump command must not be
+    /// obeyed when the pump comes back minutes later). MQTT 3.1.1 has no
+    /// such thing: there it is an ordinary publication.
+    pub fn publish_expiring(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retained: bool,
+        expiry: Duration,
+    ) {
+        if self.core.protocol != crate::cli::Protocol::V5 {
+            return self.publish(topic, payload, retained);
+        }
+        // Whole seconds, at least one: 0 would mean "no expiry" to nobody
+        // and "already expired" to some brokers.
+        let secs = u32::try_from(expiry.as_secs().max(1)).unwrap_or(u32::MAX);
+        debug!(
+            "publish {topic} (q{}, r{}, expires in {secs}s)",
+            self.core.qos,
+            u8::from(retained)
+        );
+        let msg = options::expiring_message(topic, payload, self.core.qos, retained, secs);
         self.worker.send(Job::Publish(self.core.key, msg));
     }
 
@@ -235,18 +264,40 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
         }
         events.send(Event::Connected { session: tag });
     });
+    // MQTT 5: a broker that closes our connection says why first, in a
+    // DISCONNECT; Paho calls this just before the "connection lost" below,
+    // on the same thread, so the reason is noted here and taken there.
+    let said = Arc::downgrade(core);
+    client.set_disconnected_callback(move |_, _, reason| {
+        if let Some(c) = said.upgrade() {
+            if let Ok(mut d) = c.disconnect.lock() {
+                *d = Some(reason);
+            }
+        }
+    });
     let events = core.events.clone();
     let lost_core = Arc::downgrade(core);
     client.set_connection_lost_callback(move |cli| {
-        let server = lost_core
-            .upgrade()
+        let core = lost_core.upgrade();
+        let server = core
+            .as_ref()
             .and_then(|c| c.server.lock().ok().map(|s| s.clone()))
             .unwrap_or_else(|| cli.server_uri());
-        warn!(
-            "{} lost the connection to {server}; reconnecting",
-            cli.client_id()
-        );
-        worker.send(Job::Lost(key));
+        let reason = core
+            .as_ref()
+            .and_then(|c| c.disconnect.lock().ok().and_then(|mut d| d.take()));
+        match reason {
+            Some(r) => warn!(
+                "{} lost the connection to {server}: the broker closed it with {}; reconnecting",
+                cli.client_id(),
+                crate::client::disconnect_reason(r, &cli.client_id())
+            ),
+            None => warn!(
+                "{} lost the connection to {server}; reconnecting",
+                cli.client_id()
+            ),
+        }
+        worker.send(Job::Lost(key, reason));
         events.send(Event::ConnectionLost { session: tag });
     });
     let events = core.events.clone();

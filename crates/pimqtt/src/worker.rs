@@ -56,7 +56,8 @@ pub fn retry_delay(attempt: u32) -> Duration {
 pub(crate) enum Job {
     /// A new session: connect it now, and again whenever it is lost.
     Add(Arc<Core>),
-    Lost(usize),
+    /// A connection was lost; with MQTT 5, the reason the broker gave.
+    Lost(usize, Option<mqtt::ReasonCode>),
     Publish(usize, mqtt::Message),
     /// `offline`, DISCONNECT, then [`Event::Closed`] for each.
     Close(Vec<usize>),
@@ -177,9 +178,9 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                 },
             );
         }
-        Job::Lost(key) => {
+        Job::Lost(key, reason) => {
             if let Some(link) = links.get_mut(&key) {
-                lost(link, Instant::now());
+                lost(link, reason, Instant::now());
             }
         }
         Job::Publish(key, msg) => {
@@ -199,13 +200,15 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// brokers (a cluster), the next one is tried first: the one lost is likely
 /// down.
 ///
-/// A takeover and a broker restart look alike from here (the socket just
-/// closes; MQTT 3.1.1 gives no reason), so a short-lived connection counts
-/// as a kick only if the broker still accepts connections right after: a
-/// restarting Mosquitto closes its listeners before its clients'
+/// With MQTT 5 the broker says why it closed the connection: "session
+/// taken over" (0x8E) is a kick, any other reason is not, and nothing needs
+/// guessing. With MQTT 3.1.1 (or a socket that just closed) a takeover and
+/// a broker restart look alike from here, so a short-lived connection
+/// counts as a kick only if the broker still accepts connections right
+/// after: a restarting Mosquitto closes its listeners before its clients'
 /// connections. Without that check, a few quick restarts in a row were
 /// taken for a sibling and slowed reconnecting to 2 s and more.
-fn lost(link: &mut Link, now: Instant) {
+fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, now: Instant) {
     let short = match link.state {
         State::Connected { since } => now - since < SHORT_LIVED,
         // Connected a moment ago, not yet polled.
@@ -213,7 +216,10 @@ fn lost(link: &mut Link, now: Instant) {
         State::Waiting { .. } | State::Failed => false,
     };
     let in_use = link.core.target.servers.get(link.server);
-    let kicked = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
+    let kicked = match reason {
+        Some(r) => r == mqtt::ReasonCode::SessionTakenOver,
+        None => short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE)),
+    };
     link.kicks = if kicked { link.kicks + 1 } else { 0 };
     link.server = (link.server + 1) % link.core.uris.len().max(1);
     link.tried = 0;
