@@ -33,10 +33,10 @@ pub(crate) struct Core {
     pub(crate) target: Target,
     /// The version spoken (`-V`): MQTT 5 adds message expiry and reasons.
     pub(crate) protocol: crate::cli::Protocol,
-    /// The reason of the DISCONNECT the broker sent last (MQTT 5 only),
-    /// set by Paho's "disconnected" callback and taken by the
-    /// "connection lost" one that follows it.
-    pub(crate) disconnect: std::sync::Mutex<Option<mqtt::ReasonCode>>,
+    /// Connected, and the loss not yet reported: set by Paho's "connected"
+    /// callback, cleared by the first of "disconnected" (MQTT 5, the broker
+    /// said why) and "connection lost" to report the loss.
+    pub(crate) up: std::sync::atomic::AtomicBool,
 }
 
 /// What [`diagnose`] needs to explain a failed connect.
