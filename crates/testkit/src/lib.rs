@@ -634,10 +634,10 @@ pub fn protocol_5() -> bool {
     )
 }
 
-/// `args` with `-V 5` in front when [`protocol_5`] and `exe` is one of
+/// `args` with `-V 5` in front when `v5` ([`protocol_5`]) and `exe` is one of
 /// our programs, unless the test chose a version itself or only asks
 /// for `--help`/`--version`.
-fn with_protocol(exe: &Path, args: &[String]) -> Vec<String> {
+fn with_protocol(exe: &Path, args: &[String], v5: bool) -> Vec<String> {
     const OURS: [&str; 5] = [
         "led-client",
         "tank-sensor",
@@ -653,7 +653,7 @@ fn with_protocol(exe: &Path, args: &[String]) -> Vec<String> {
         a == "-V" || a.starts_with("--protocol-version") || a == "--help" || a == "--version"
     });
     let mut out = Vec::new();
-    if ours && !chosen && protocol_5() {
+    if ours && !chosen && v5 {
         out.extend(["-V".to_string(), "5".to_string()]);
     }
     out.extend(args.iter().cloned());
@@ -668,7 +668,7 @@ impl Proc {
 
     pub fn spawn_env(exe: impl AsRef<Path>, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(exe.as_ref());
-        cmd.args(with_protocol(exe.as_ref(), args))
+        cmd.args(with_protocol(exe.as_ref(), args, protocol_5()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -954,5 +954,29 @@ pub fn drain_with_stops<T: PartialEq + Clone>(
     DrainReport {
         audit: Audit::of(sent, &applied),
         mid_drain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pimqtt_protocol_5_adds_v5_to_our_programs_only() {
+        let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let exe = Path::new("/t/debug/led-client");
+        assert_eq!(
+            with_protocol(exe, &s(&["-p", "1"]), true),
+            s(&["-V", "5", "-p", "1"])
+        );
+        assert_eq!(with_protocol(exe, &s(&["-p", "1"]), false), s(&["-p", "1"]));
+        for chosen in [&["-V", "311"][..], &["--protocol-version=5"], &["--help"]] {
+            assert_eq!(with_protocol(exe, &s(chosen), true), s(chosen));
+        }
+        let other = Path::new("/usr/bin/mosquitto_sub");
+        assert_eq!(
+            with_protocol(other, &s(&["-t", "x"]), true),
+            s(&["-t", "x"])
+        );
     }
 }
