@@ -154,15 +154,17 @@ pub(crate) fn connack_reason(code: mqtt::ReasonCode, has_user: bool) -> (String,
              clientid_prefixes)",
             true,
         ),
+        // The same words as for MQTT 3.1.1, so a user (and a test) reads
+        // one message whatever the version.
         BadUserNameOrPassword => (
             "bad user name or password",
-            "check -u and -P/--pw-file/MQTT_PASSWORD",
+            "the user name or password is wrong (check -u and -P/--pw-file/MQTT_PASSWORD)",
             true,
         ),
         NotAuthorized if has_user => (
             "not authorised",
-            "this user may not connect, or the password is wrong: check -u and \
-             -P/--pw-file/MQTT_PASSWORD and the broker's ACL",
+            "the user name or password is wrong, or this user may not connect (check -u \
+             and -P/--pw-file/MQTT_PASSWORD)",
             true,
         ),
         NotAuthorized => (
@@ -274,7 +276,7 @@ mod tests {
             (
                 BadUserNameOrPassword,
                 true,
-                "bad user name or password (MQTT 5 reason code 0x86): check -u",
+                "bad user name or password (MQTT 5 reason code 0x86): the user name or password is wrong (check -u",
                 true,
             ),
             (
@@ -286,7 +288,7 @@ mod tests {
             (
                 NotAuthorized,
                 true,
-                "not authorised (MQTT 5 reason code 0x87): this user may not",
+                "not authorised (MQTT 5 reason code 0x87): the user name or password is wrong, or this user",
                 true,
             ),
             (
