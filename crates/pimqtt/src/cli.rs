@@ -56,7 +56,7 @@ pub struct CommonArgs {
     /// MQTT 5 only: how long the broker keeps this client's session
     /// (subscriptions, queued messages) after it disconnects, in seconds, or
     /// "never" for no expiry [default: never, i.e. durable as with 3.1.1;
-    /// 0 with --clean].
+    /// 0 for a clean session].
     #[arg(long, value_name = "SECONDS", value_parser = parse_session_expiry)]
     pub session_expiry: Option<u32>,
 
