@@ -20,6 +20,14 @@
     return `${scheme}://${location.host}/`;
   }
 
+  // The MQTT version: 3.1.1 (protocolVersion 4, the book's; SPEC says any
+  // 3.1.1 broker must work) unless the page's address says ?mqtt=5, as the
+  // programs' -V 5 does. Anything else keeps 3.1.1.
+  function protocolVersion(search) {
+    const v = new URLSearchParams(search).get("mqtt");
+    return v === "5" || v === "mqttv5" ? 5 : 4;
+  }
+
   // The book's page made up a random client id; a page is not a device with
   // a durable session, so a fresh id and a clean session are the right fit
   // (a stable id would kick another open tab off the broker).
@@ -152,7 +160,7 @@
     const client = mqtt.connect(brokerUrl(), {
       clientId: id,
       clean: true,
-      protocolVersion: 4, // MQTT 3.1.1: SPEC says any 3.1.1 broker must work
+      protocolVersion: protocolVersion(location.search),
       keepalive: 30,
       // The book's Paho JavaScript page could take a minute to come back
       // after a broker restart; retrying every second brings it back at once.
@@ -197,5 +205,15 @@
     };
   }
 
-  window.PiMqtt = { connect, decode, jsonObject, preview, setText, setLongText, brokerUrl, warnings };
+  window.PiMqtt = {
+    connect,
+    decode,
+    jsonObject,
+    preview,
+    setText,
+    setLongText,
+    brokerUrl,
+    protocolVersion,
+    warnings,
+  };
 })();

@@ -61,6 +61,18 @@ test("the page connects back to the broker that served it and shows the LED clie
   await waitUntil("led/status online on the page", async () => (await text(page, "#led-status")) === "online");
   // Sanity: what the page used to connect is where it came from, nothing fixed.
   assert.equal(await page.evaluate(() => window.PiMqtt.brokerUrl()), `ws://127.0.0.1:${broker.wsPort}/`);
+  // MQTT 3.1.1 unless the address asks for 5 (issue 12).
+  const versions = await page.evaluate(() =>
+    ["", "?mqtt=5", "?mqtt=mqttv5", "?mqtt=4", "?x=1&mqtt=5"].map((q) => window.PiMqtt.protocolVersion(q)),
+  );
+  assert.deepEqual(versions, [4, 5, 5, 4, 5]);
+});
+
+test("with ?mqtt=5 the page connects with MQTT 5 and still moves the LED", async () => {
+  const p5 = await browser.newPage(`${broker.url}?mqtt=5`);
+  await expectConnected(p5, true);
+  await waitUntil("led/status online on the MQTT 5 page", async () => (await text(p5, "#led-status")) === "online");
+  await p5.close();
 });
 
 test("moving the slider makes led-client print the level, published retained with QoS 2", async () => {

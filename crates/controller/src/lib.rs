@@ -45,6 +45,7 @@ use pimqtt::payload::AlarmKind; // named by the tests below
     name = "controller",
     version,
     disable_help_flag = true,
+    disable_version_flag = true,
     after_help = dashboard::LINE_FORMAT
 )]
 pub struct Args {
@@ -60,6 +61,13 @@ pub struct Args {
     /// the commanded state within this many seconds.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
     pub command_timeout: Duration,
+
+    /// MQTT 5 only (-V 5): the broker drops a pump command that has waited
+    /// this long for its pump, so a pump back from an outage never obeys a
+    /// stale one (the controller sends what is needed again) [default:
+    /// --command-timeout + 5 s, rounded up to whole seconds].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub command_expiry: Option<Duration>,
 
     /// Raise pump-offline when a pump has reported no state for this long
     /// (pumps report every few seconds).
@@ -84,7 +92,28 @@ pub struct Args {
 }
 
 impl Args {
+    /// The message expiry of pump commands (`--command-expiry`). The
+    /// default leaves a command alive a little longer than the controller
+    /// waits before sending it again: long enough for a pump that is merely
+    /// slow to still get it, short enough that a pump away for longer gets
+    /// only what the controller decides once it is back.
+    pub fn command_expiry(&self) -> Duration {
+        self.command_expiry.unwrap_or_else(|| {
+            Duration::from_secs(
+                (self.command_timeout + Duration::from_secs(5))
+                    .as_secs_f64()
+                    .ceil() as u64,
+            )
+        })
+    }
+
     fn config(&self) -> anyhow::Result<logic::Config> {
+        if self.command_expiry.is_some() && self.common.protocol != pimqtt::cli::Protocol::V5 {
+            bail!(
+                "--command-expiry needs MQTT 5 (-V 5): MQTT 3.1.1 cannot make a broker drop \
+                 a stale command"
+            );
+        }
         if self.low > self.high {
             bail!(
                 "--low {} is above --high {}: the pump would never stop",
@@ -112,6 +141,7 @@ pub fn subscriptions() -> Vec<String> {
 /// deadline, then publishes `offline` on controller/status and disconnects.
 pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let mut ctl = Controller::new(args.config()?);
+    let expiry = args.command_expiry();
     let mut ha = args.ha.discovery()?.map(Alarms::new);
     let session = Session::new(
         &args.common,
@@ -138,7 +168,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     let result = loop {
         let now = Instant::now();
         ctl.tick(now, &mut out);
-        publish(&session, &mut dash, &mut out, now);
+        publish(&session, expiry, &mut dash, &mut out, now);
         dash.refresh(&ctl, now);
         let next = [ctl.next_deadline(), dash.next_deadline()]
             .into_iter()
@@ -151,7 +181,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
                         continue;
                     }
                 }
-                decide(&session, &mut ctl, &mut dash, &mut out, &d);
+                decide(&session, expiry, &mut ctl, &mut dash, &mut out, &d);
             }
             Next::Event(Event::Connected { .. }) => {
                 if let Some(ha) = &ha {
@@ -164,7 +194,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         }
     };
     session.close(inbox, |d| {
-        decide(&session, &mut ctl, &mut dash, &mut out, &d)
+        decide(&session, expiry, &mut ctl, &mut dash, &mut out, &d)
     });
     dash.finish();
     result
@@ -219,6 +249,7 @@ impl Alarms {
 /// One message into the state machine, its decisions out.
 fn decide(
     session: &Session,
+    expiry: Duration,
     ctl: &mut Controller,
     dash: &mut Dashboard,
     out: &mut Vec<Output>,
@@ -228,14 +259,22 @@ fn decide(
         let now = Instant::now();
         dash.input(id, &input);
         ctl.handle(now, id, input, out);
-        publish(session, dash, out, now);
+        publish(session, expiry, dash, out, now);
         // Shown before the broker hears the message was received.
         dash.refresh(ctl, now);
     }
 }
 
 /// Sends the decisions and shows them.
-fn publish(session: &Session, dash: &mut Dashboard, out: &mut Vec<Output>, now: Instant) {
+/// Pump commands expire after `expiry` (MQTT 5; see `--command-expiry`);
+/// alarms are retained states and do not.
+fn publish(
+    session: &Session,
+    expiry: Duration,
+    dash: &mut Dashboard,
+    out: &mut Vec<Output>,
+    now: Instant,
+) {
     for o in out.drain(..) {
         match &o {
             Output::Command {
@@ -250,7 +289,7 @@ fn publish(session: &Session, dash: &mut Dashboard, out: &mut Vec<Output>, now: 
                 } else {
                     debug!("{topic}: {state} ({why})");
                 }
-                session.publish(&topic, state.to_json(), false);
+                session.publish_expiring(&topic, state.to_json(), false, expiry);
             }
             Output::Alarm {
                 id,

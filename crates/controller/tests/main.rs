@@ -2,4 +2,5 @@
 //! one link of Paho C and OpenSSL instead of one per file). Each module is
 //! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
 
+mod mqtt5;
 mod tank_system;

@@ -20,7 +20,12 @@ use led::{Led, LedKind};
 ///
 /// Try it:  mosquitto_pub -r -q 2 -t led -m '{"level": 100}'
 #[derive(Debug, Clone, Parser)]
-#[command(name = "led-client", version, disable_help_flag = true)]
+#[command(
+    name = "led-client",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 pub struct Args {
     /// Where the brightness goes: the Pi's GPIO, a simulated LED that prints
     /// `brightness <N>` lines on stdout, or auto (GPIO when the Pi's GPIO is

@@ -3,3 +3,4 @@
 //! `secure.rs` and `faults.rs` are binaries of their own: see Cargo.toml.
 
 mod led;
+mod mqtt5;

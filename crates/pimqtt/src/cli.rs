@@ -3,7 +3,9 @@
 //! long-only, as in mosquitto's tools.
 //!
 //! Each binary flattens [`CommonArgs`] into its own parser and sets
-//! `disable_help_flag = true` on its command so `-h` is free for the host.
+//! `disable_help_flag = true` on its command so `-h` is free for the host,
+//! and `disable_version_flag = true` so `-V` is free for the protocol
+//! version (`--help` and `--version` stay, long-only).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -38,10 +40,25 @@ pub struct CommonArgs {
     #[arg(short = 'q', long, default_value_t = 2, value_parser = clap::value_parser!(i32).range(0..=2))]
     pub qos: i32,
 
+    /// MQTT version to speak: 311 (3.1.1, the book's) or 5. Also spelled
+    /// mqttv311 / mqttv5, as in mosquitto's tools. MQTT 5 adds session and
+    /// message expiry and says why the broker refused or dropped us.
+    #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", default_value = "311", value_parser = parse_protocol)]
+    pub protocol: Protocol,
+
     /// Ask for a clean session: the broker forgets this client's
-    /// subscriptions and queued messages when it disconnects.
+    /// subscriptions and queued messages when it disconnects (with -V 5:
+    /// clean start, and a session expiry of 0 unless --session-expiry says
+    /// otherwise).
     #[arg(long)]
     pub clean: bool,
+
+    /// MQTT 5 only: how long the broker keeps this client's session
+    /// (subscriptions, queued messages) after it disconnects, in seconds, or
+    /// "never" for no expiry [default: never, i.e. durable as with 3.1.1;
+    /// 0 for a clean session].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_session_expiry)]
+    pub session_expiry: Option<u32>,
 
     /// Accepted and ignored, as `mosquitto_sub -c` (sessions are durable by default).
     #[arg(short = 'c', action = ArgAction::SetTrue, hide = true)]
@@ -102,9 +119,28 @@ pub struct CommonArgs {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
+
+    /// Print the version. Long-only: -V is the protocol version, as in
+    /// mosquitto's tools (each program sets `disable_version_flag`).
+    #[arg(long, action = ArgAction::Version)]
+    pub version: Option<bool>,
 }
 
 impl CommonArgs {
+    /// The session expiry interval sent with MQTT 5 (SPEC: durable by
+    /// default, as with 3.1.1): `--session-expiry`, else 0 with `--clean`,
+    /// else [`SESSION_NEVER_EXPIRES`]. `None` with MQTT 3.1.1.
+    pub fn session_expiry(&self) -> Option<u32> {
+        match self.protocol {
+            Protocol::V311 => None,
+            Protocol::V5 => Some(self.session_expiry.unwrap_or(if self.clean {
+                0
+            } else {
+                SESSION_NEVER_EXPIRES
+            })),
+        }
+    }
+
     /// TLS is on when any TLS option is given.
     pub fn tls(&self) -> bool {
         self.cafile.is_some() || self.cert.is_some() || self.insecure
@@ -146,6 +182,58 @@ impl CommonArgs {
             std::env::var_os("HOME").as_deref().map(Path::new),
         )
     }
+}
+
+/// The MQTT version a program speaks (`-V`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// MQTT 3.1.1, the book's and the default.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::V311 => "MQTT 3.1.1",
+            Protocol::V5 => "MQTT 5",
+        })
+    }
+}
+
+/// Clap value parser for `-V`: the spellings of `mosquitto_sub -V`
+/// (`31` is refused: MQTT 3.1 has no use here and Paho would fall back).
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "311" | "mqttv311" | "3.1.1" => Ok(Protocol::V311),
+        "5" | "mqttv5" => Ok(Protocol::V5),
+        _ => Err(format!(
+            "{s:?} is not an MQTT version: give 311 (or mqttv311) for MQTT 3.1.1, \
+             5 (or mqttv5) for MQTT 5"
+        )),
+    }
+}
+
+/// The session expiry that means "keep the session for ever" (MQTT 5,
+/// 3.1.2.11.2: 0xFFFFFFFF does not expire). The default, so that `-V 5`
+/// changes nothing a program relies on: a pump away for a week still finds
+/// its subscriptions and its queued messages (stale commands are dropped by
+/// their own message expiry, not by forgetting the session). Mosquitto's
+/// `persistent_client_expiration` still applies, as with 3.1.1.
+pub const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Clap value parser for `--session-expiry`: whole seconds up to
+/// 4294967295, or `never` (the same as 4294967295).
+pub fn parse_session_expiry(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("never") {
+        return Ok(SESSION_NEVER_EXPIRES);
+    }
+    t.parse::<u32>().map_err(|_| {
+        format!("{s:?} is not a session expiry: give whole seconds (0 to 4294967295) or \"never\"")
+    })
 }
 
 /// One broker of the `-h` list.
@@ -193,6 +281,13 @@ impl CommonArgs {
             ));
         }
         parse_hosts(&self.host)?;
+        if self.session_expiry.is_some() && self.protocol != Protocol::V5 {
+            return Err(BadSetting(
+                "--session-expiry needs MQTT 5: add -V 5 (with MQTT 3.1.1 a session is either \
+                 kept for ever or, with --clean, not at all)"
+                    .into(),
+            ));
+        }
         if let Some(id) = &self.client_id {
             check_client_id(id)?;
         }
@@ -370,7 +465,11 @@ mod tests {
     use clap::Parser;
 
     #[derive(Debug, Parser)]
-    #[command(disable_help_flag = true)]
+    #[command(
+        version = "test",
+        disable_help_flag = true,
+        disable_version_flag = true
+    )]
     struct Cli {
         #[command(flatten)]
         common: CommonArgs,
@@ -511,6 +610,45 @@ mod tests {
             uris(&["-h", "a,b:8884", "--cafile", "ca.pem"]),
             v(&["ssl://a:8883", "ssl://b:8884"])
         );
+    }
+
+    #[test]
+    fn protocol_version_and_session_expiry() {
+        let c = parse(&[]).expect("defaults");
+        assert_eq!((c.protocol, c.session_expiry()), (Protocol::V311, None));
+        for (args, want) in [
+            (&["-V", "5"][..], Some(SESSION_NEVER_EXPIRES)),
+            (
+                &["--protocol-version", "mqttv5"],
+                Some(SESSION_NEVER_EXPIRES),
+            ),
+            (&["-V", "5", "--clean"], Some(0)),
+            (&["-V", "5", "--session-expiry", "3600"], Some(3600)),
+            (&["-V", "5", "--clean", "--session-expiry", "60"], Some(60)),
+            (&["-V", "5", "--session-expiry", "never"], Some(u32::MAX)),
+            (&["-V", "mqttv311"], None),
+            (&["-V", "311", "--clean"], None),
+        ] {
+            let c = parse(args).expect("valid flags");
+            assert_eq!(c.check(), Ok(()), "{args:?}");
+            assert_eq!(c.session_expiry(), want, "{args:?}");
+        }
+        for bad in ["4", "3", "mqttv31", "v5", ""] {
+            let e = parse(&["-V", bad]).expect_err(bad).to_string();
+            assert!(e.contains("311") && e.contains("mqttv5"), "{bad}: {e}");
+        }
+        for bad in ["-1", "1.5", "4294967296", "forever"] {
+            assert!(
+                parse(&["-V", "5", "--session-expiry", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        let e = parse(&["--session-expiry", "60"])
+            .expect("parses")
+            .check()
+            .expect_err("needs -V 5")
+            .to_string();
+        assert!(e.contains("-V 5") && !e.contains('\n'), "{e}");
     }
 
     #[test]

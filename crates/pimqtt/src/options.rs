@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use paho_mqtt as mqtt;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, Protocol};
 use crate::error::ConnectError;
 use crate::persist::StatePersistence;
 
@@ -89,8 +89,16 @@ pub fn build(
         uris.iter()
             .map(|uri| {
                 let mut conn = connect_options(common, config)?;
-                if clean {
-                    conn.clean_session(true);
+                // (`clean_session` on MQTT 5 options would turn them into
+                // 3.1.1 ones.)
+                match (clean, common.session_expiry()) {
+                    (false, _) => {}
+                    (true, None) => {
+                        conn.clean_session(true);
+                    }
+                    (true, Some(_)) => {
+                        conn.clean_start(true);
+                    }
                 }
                 if uris.len() > 1 {
                     conn.server_uris(&[uri]);
@@ -105,7 +113,13 @@ pub fn build(
     // The first is the client's "own" URI: Paho names the persistence after
     // it, so a single host keeps the files it had before lists existed.
     let first = uris.first().cloned().unwrap_or_default();
+    // Paho C refuses an MQTT 5 connect from a client not created for 5.
+    let version = match common.protocol {
+        Protocol::V311 => mqtt::MQTT_VERSION_3_1_1,
+        Protocol::V5 => mqtt::MQTT_VERSION_5,
+    };
     let create = mqtt::CreateOptionsBuilder::new_v3()
+        .mqtt_version(version)
         .server_uri(&first)
         .client_id(&client_id)
         .user_persistence(StatePersistence::new(common.state_dir(), common.sync))
@@ -131,9 +145,26 @@ fn connect_options(
     common: &CommonArgs,
     config: &SessionConfig,
 ) -> Result<mqtt::ConnectOptionsBuilder, ConnectError> {
-    let mut conn = mqtt::ConnectOptionsBuilder::new_v3();
+    let mut conn = match common.session_expiry() {
+        None => {
+            let mut conn = mqtt::ConnectOptionsBuilder::new_v3();
+            conn.clean_session(common.clean);
+            conn
+        }
+        // MQTT 5 splits 3.1.1's clean session in two: clean start (drop
+        // what the broker kept) and the session expiry (how long it keeps
+        // the session after we go). `--clean` asks for both, as 3.1.1's
+        // clean session did; the default keeps the session for ever.
+        Some(expiry) => {
+            let mut conn = mqtt::ConnectOptionsBuilder::new_v5();
+            conn.clean_start(common.clean).properties(int_property(
+                mqtt::PropertyCode::SessionExpiryInterval,
+                expiry,
+            )?);
+            conn
+        }
+    };
     conn.keep_alive_interval(Duration::from_secs(common.keepalive))
-        .clean_session(common.clean)
         .connect_timeout(OP_TIMEOUT)
         .max_inflight(MAX_INFLIGHT);
 
@@ -171,6 +202,37 @@ pub fn message(
         .qos(qos)
         .retained(retained)
         .finalize()
+}
+
+/// A publication the broker drops once it has waited `expiry_secs` for its
+/// subscriber (MQTT 5's message expiry interval; 3.1.1 has none, so the
+/// caller sends a plain [`message`] there). Used for pump commands: a pump
+/// back from an outage must not obey a command decided minutes ago.
+pub fn expiring_message(
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+    qos: i32,
+    retained: bool,
+    expiry_secs: u32,
+) -> mqtt::Message {
+    let mut props = mqtt::Properties::new();
+    // Only fails for a property that is not an integer; this one is.
+    let _ = props.push_u32(mqtt::PropertyCode::MessageExpiryInterval, expiry_secs);
+    mqtt::MessageBuilder::new()
+        .topic(topic)
+        .payload(payload.into())
+        .qos(qos)
+        .retained(retained)
+        .properties(props)
+        .finalize()
+}
+
+fn int_property(code: mqtt::PropertyCode, value: u32) -> Result<mqtt::Properties, ConnectError> {
+    let mut props = mqtt::Properties::new();
+    props
+        .push_u32(code, value)
+        .map_err(|e| ConnectError::Config(format!("cannot set MQTT 5 property {code:?}: {e}")))?;
+    Ok(props)
 }
 
 /// The program's own will, or else `offline` on its status topic.
@@ -252,7 +314,11 @@ mod tests {
     use clap::Parser;
 
     #[derive(Parser)]
-    #[command(disable_help_flag = true)]
+    #[command(
+        version = "test",
+        disable_help_flag = true,
+        disable_version_flag = true
+    )]
     struct Flags {
         #[command(flatten)]
         common: CommonArgs,
@@ -279,6 +345,49 @@ mod tests {
         assert!(!o.connect[0].clean_session());
         let o = build(&common(&["--clean"]), &config(), "x".into()).expect("options");
         assert!(o.connect[0].clean_session());
+    }
+
+    #[test]
+    fn the_fresh_options_are_clean_in_the_same_protocol() {
+        let o = build(&common(&[]), &config(), "x".into()).expect("options");
+        assert!(o.fresh[0].clean_session() && !o.connect[0].clean_session());
+        let o = build(&common(&["-V", "5"]), &config(), "x".into()).expect("options");
+        assert!(o.fresh[0].clean_start() && !o.fresh[0].clean_session());
+        assert!(!o.connect[0].clean_start());
+    }
+
+    #[test]
+    fn mqtt_5_on_request_with_clean_start_only_for_clean() {
+        let o = build(&common(&[]), &config(), "x".into()).expect("options");
+        assert_eq!(o.create.mqtt_version(), mqtt::MqttVersion::V3_1_1);
+        assert_ne!(o.connect[0].mqtt_version(), mqtt::MqttVersion::V5);
+        for v in ["5", "mqttv5"] {
+            let o = build(&common(&["-V", v]), &config(), "x".into()).expect("options");
+            assert_eq!(o.create.mqtt_version(), mqtt::MqttVersion::V5, "-V {v}");
+            assert_eq!(o.connect[0].mqtt_version(), mqtt::MqttVersion::V5, "-V {v}");
+            assert!(!o.connect[0].clean_start() && !o.connect[0].clean_session());
+        }
+        let o = build(&common(&["-V", "5", "--clean"]), &config(), "x".into()).expect("options");
+        assert!(o.connect[0].clean_start() && !o.connect[0].clean_session());
+        let o = build(&common(&["-V", "5", "-h", "a,b"]), &config(), "x".into()).expect("options");
+        assert!(o
+            .connect
+            .iter()
+            .all(|c| c.mqtt_version() == mqtt::MqttVersion::V5));
+    }
+
+    #[test]
+    fn an_expiring_message_carries_its_expiry() {
+        let m = expiring_message("pump/1/command", "on", 2, false, 8);
+        assert_eq!(
+            m.properties()
+                .get_int(mqtt::PropertyCode::MessageExpiryInterval),
+            Some(8)
+        );
+        assert_eq!(
+            (m.topic(), m.qos() as i32, m.retained()),
+            ("pump/1/command", 2, false)
+        );
     }
 
     #[test]

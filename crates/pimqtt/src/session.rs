@@ -101,6 +101,8 @@ impl Session {
                 servers,
                 has_user: common.username.is_some(),
             },
+            protocol: common.protocol,
+            up: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = Worker::get();
         install_callbacks(&core, config.subscriptions, worker.clone());
@@ -148,6 +150,33 @@ impl Session {
         self.worker.send(Job::Publish(self.core.key, msg));
     }
 
+    /// Like [`publish`](Session::publish), for a message that is worthless
+    /// after `expiry`: with MQTT 5 the broker drops it once it has waited
+    /// that long for a subscriber that is away (a pump command must not be
+    /// obeyed when the pump comes back minutes later). MQTT 3.1.1 has no
+    /// such thing: there it is an ordinary publication.
+    pub fn publish_expiring(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retained: bool,
+        expiry: Duration,
+    ) {
+        if self.core.protocol != crate::cli::Protocol::V5 {
+            return self.publish(topic, payload, retained);
+        }
+        // Whole seconds, at least one: 0 would mean "no expiry" to nobody
+        // and "already expired" to some brokers.
+        let secs = u32::try_from(expiry.as_secs().max(1)).unwrap_or(u32::MAX);
+        debug!(
+            "publish {topic} (q{}, r{}, expires in {secs}s)",
+            self.core.qos,
+            u8::from(retained)
+        );
+        let msg = options::expiring_message(topic, payload, self.core.qos, retained, secs);
+        self.worker.send(Job::Publish(self.core.key, msg));
+    }
+
     /// The graceful end of one session; see [`close_all`].
     pub fn close(&self, inbox: &Inbox, apply: impl FnMut(Delivery)) {
         close_all(std::slice::from_ref(self), inbox, apply);
@@ -189,6 +218,46 @@ pub fn close_all(sessions: &[Session], inbox: &Inbox, mut apply: impl FnMut(Deli
     first.core.events.flush_journal();
 }
 
+/// Reports a lost connection, once per connection, from whichever of
+/// Paho's callbacks hears of it first.
+#[derive(Clone)]
+struct Lost {
+    core: std::sync::Weak<Core>,
+    worker: Worker,
+    events: crate::events::EventSender,
+    key: usize,
+    tag: usize,
+}
+
+impl Lost {
+    fn report(&self, cli: &mqtt::AsyncClient, reason: Option<mqtt::ReasonCode>) {
+        let core = self.core.upgrade();
+        if let Some(c) = &core {
+            if !c.up.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return; // already reported, or never connected
+            }
+        }
+        let server = core
+            .as_ref()
+            .and_then(|c| c.server.lock().ok().map(|s| s.clone()))
+            .unwrap_or_else(|| cli.server_uri());
+        match reason {
+            Some(r) => warn!(
+                "{} lost the connection to {server}: the broker closed it with {}; reconnecting",
+                cli.client_id(),
+                crate::client::disconnect_reason(r, &cli.client_id())
+            ),
+            None => warn!(
+                "{} lost the connection to {server}; reconnecting",
+                cli.client_id()
+            ),
+        }
+        self.worker.send(Job::Lost(self.key, reason));
+        self.events
+            .send(Event::ConnectionLost { session: self.tag });
+    }
+}
+
 /// Refuses a state directory we cannot write at start, naming it: Paho would
 /// only say "Persistence error" at the first message.
 fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
@@ -216,6 +285,7 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
     let (tag, qos, key) = (core.tag, core.qos, core.key);
     let status = core.status_topic.clone();
     let events = core.events.clone();
+    let up = Arc::downgrade(core);
     client.set_connected_callback(move |cli| {
         // Paho does not restore subscriptions after a reconnect, and a
         // clean session has none: subscribe every time.
@@ -234,22 +304,28 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
                 warn!("could not publish online to {topic}: {e}");
             }
         }
+        if let Some(c) = up.upgrade() {
+            c.up.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         events.send(Event::Connected { session: tag });
     });
-    let events = core.events.clone();
-    let lost_core = Arc::downgrade(core);
-    client.set_connection_lost_callback(move |cli| {
-        let server = lost_core
-            .upgrade()
-            .and_then(|c| c.server.lock().ok().map(|s| s.clone()))
-            .unwrap_or_else(|| cli.server_uri());
-        warn!(
-            "{} lost the connection to {server}; reconnecting",
-            cli.client_id()
-        );
-        worker.send(Job::Lost(key));
-        events.send(Event::ConnectionLost { session: tag });
+    // MQTT 5: a broker that closes our connection says why, in a
+    // DISCONNECT. Paho C 1.3.16 then calls this "disconnected" callback but
+    // not "connection lost" (it marks the client disconnected before asking
+    // whether it was connected), so the loss is reported from here too;
+    // `Core::up` makes sure each connection is reported lost only once.
+    let lost = Lost {
+        core: Arc::downgrade(core),
+        worker,
+        events: core.events.clone(),
+        key,
+        tag,
+    };
+    let on_disconnect = lost.clone();
+    client.set_disconnected_callback(move |cli, _, reason| {
+        on_disconnect.report(cli, Some(reason));
     });
+    client.set_connection_lost_callback(move |cli| lost.report(cli, None));
     let events = core.events.clone();
     let client_id = core.client_id.clone();
     client.set_message_callback(move |_, msg| {

@@ -62,7 +62,8 @@ pub fn retry_delay(attempt: u32) -> Duration {
 pub(crate) enum Job {
     /// A new session: connect it now, and again whenever it is lost.
     Add(Arc<Core>),
-    Lost(usize),
+    /// A connection was lost; with MQTT 5, the reason the broker gave.
+    Lost(usize, Option<mqtt::ReasonCode>),
     Publish(usize, mqtt::Message),
     /// `offline`, DISCONNECT, then [`Event::Closed`] for each.
     Close(Vec<usize>),
@@ -194,9 +195,9 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                 },
             );
         }
-        Job::Lost(key) => {
+        Job::Lost(key, reason) => {
             if let Some(link) = links.get_mut(&key) {
-                lost(link, Instant::now());
+                lost(link, reason, Instant::now());
             }
         }
         Job::Publish(key, msg) => {
@@ -216,10 +217,12 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// brokers (a cluster), the next one is tried first: the one lost is likely
 /// down.
 ///
-/// A takeover and a broker restart look alike from here (the socket just
-/// closes; MQTT 3.1.1 gives no reason), so a short-lived connection counts
-/// as a kick only if the broker still accepts connections right after: a
-/// restarting Mosquitto closes its listeners before its clients'
+/// With MQTT 5 the broker says why it closed the connection: "session
+/// taken over" (0x8E) is a kick, any other reason is not, and nothing needs
+/// guessing. With MQTT 3.1.1 (or a socket that just closed) a takeover and
+/// a broker restart look alike from here, so a short-lived connection
+/// counts as a kick only if the broker still accepts connections right
+/// after: a restarting Mosquitto closes its listeners before its clients'
 /// connections. Without that check, a few quick restarts in a row were
 /// taken for a sibling and slowed reconnecting to 2 s and more.
 ///
@@ -231,7 +234,7 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// Only a clean session gets out of it, so the next connect asks for one
 /// (dropping what was in flight either way, and what the broker had queued
 /// for us) and the one after that makes a durable session again.
-fn lost(link: &mut Link, now: Instant) {
+fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, now: Instant) {
     let lifetime = match link.state {
         State::Connected { since } => Some(now - since),
         // Connected a moment ago, not yet polled.
@@ -240,8 +243,17 @@ fn lost(link: &mut Link, now: Instant) {
     };
     let short = lifetime.is_some_and(|l| l < SHORT_LIVED);
     let in_use = link.core.target.servers.get(link.server);
-    let up = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
-    let refused = up && lifetime.is_some_and(|l| l < REFUSED_WITHIN);
+    let quick = lifetime.is_some_and(|l| l < REFUSED_WITHIN);
+    let (kicked, refused) = match reason {
+        Some(r) => (
+            r == mqtt::ReasonCode::SessionTakenOver,
+            quick && r == mqtt::ReasonCode::ProtocolError,
+        ),
+        None => {
+            let up = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
+            (up && !quick, up && quick)
+        }
+    };
     link.refusals = if refused { link.refusals + 1 } else { 0 };
     if link.refusals >= REFUSALS {
         link.refusals = 0;
@@ -254,7 +266,6 @@ fn lost(link: &mut Link, now: Instant) {
             link.core.client_id
         );
     }
-    let kicked = up && !refused;
     link.kicks = if kicked { link.kicks + 1 } else { 0 };
     link.server = (link.server + 1) % link.core.uris.len().max(1);
     link.tried = 0;

@@ -22,7 +22,12 @@ use pimqtt::{topics, CommonArgs, Delivery, Event, Inbox, Next, Session, SessionC
 ///
 /// Try it:  mosquitto_pub -q 2 -t pump/1/command -m on
 #[derive(Debug, Clone, Parser)]
-#[command(name = "pump-sim", version, disable_help_flag = true)]
+#[command(
+    name = "pump-sim",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 pub struct Args {
     /// Id of the pump (a single topic level); the tank it fills has the same id.
     #[arg(long, value_name = "ID", default_value = "1")]

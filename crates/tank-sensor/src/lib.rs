@@ -43,7 +43,12 @@ pub enum Source {
 ///
 /// Try it:  tank-sensor --tank 1   and   mosquitto_sub -v -t 'tank/#'
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tank-sensor", version, disable_help_flag = true)]
+#[command(
+    name = "tank-sensor",
+    version,
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
 pub struct Args {
     /// Id of the tank (a single topic level); its pump has the same id.
     #[arg(long, value_name = "ID", default_value = "1")]

@@ -658,6 +658,43 @@ pub struct Proc {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// The MQTT version the programs under test speak: `PIMQTT_PROTOCOL=5`
+/// (or `mqttv5`) runs every test on MQTT 5, unchanged (scripts/test's third
+/// pass), anything else or nothing on 3.1.1. Peers stay on 3.1.1: the
+/// programs must work with whatever the other clients of a broker speak.
+pub fn protocol_5() -> bool {
+    matches!(
+        std::env::var("PIMQTT_PROTOCOL").as_deref(),
+        Ok("5" | "mqttv5")
+    )
+}
+
+/// `args` with `-V 5` in front when `v5` ([`protocol_5`]) and `exe` is one of
+/// our programs, unless the test chose a version itself or only asks
+/// for `--help`/`--version`.
+fn with_protocol(exe: &Path, args: &[String], v5: bool) -> Vec<String> {
+    const OURS: [&str; 5] = [
+        "led-client",
+        "tank-sensor",
+        "pump-sim",
+        "controller",
+        "will-demo",
+    ];
+    let ours = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| OURS.contains(&n));
+    let chosen = args.iter().any(|a| {
+        a == "-V" || a.starts_with("--protocol-version") || a == "--help" || a == "--version"
+    });
+    let mut out = Vec::new();
+    if ours && !chosen && v5 {
+        out.extend(["-V".to_string(), "5".to_string()]);
+    }
+    out.extend(args.iter().cloned());
+    out
+}
+
 impl Proc {
     /// Runs `exe` with `args`; stdin is piped so tests can feed it.
     pub fn spawn(exe: impl AsRef<Path>, args: &[String]) -> Proc {
@@ -666,7 +703,7 @@ impl Proc {
 
     pub fn spawn_env(exe: impl AsRef<Path>, args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut cmd = target_command(exe.as_ref());
-        cmd.args(args)
+        cmd.args(with_protocol(exe.as_ref(), args, protocol_5()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -952,5 +989,29 @@ pub fn drain_with_stops<T: PartialEq + Clone>(
     DrainReport {
         audit: Audit::of(sent, &applied),
         mid_drain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pimqtt_protocol_5_adds_v5_to_our_programs_only() {
+        let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let exe = Path::new("/t/debug/led-client");
+        assert_eq!(
+            with_protocol(exe, &s(&["-p", "1"]), true),
+            s(&["-V", "5", "-p", "1"])
+        );
+        assert_eq!(with_protocol(exe, &s(&["-p", "1"]), false), s(&["-p", "1"]));
+        for chosen in [&["-V", "311"][..], &["--protocol-version=5"], &["--help"]] {
+            assert_eq!(with_protocol(exe, &s(chosen), true), s(chosen));
+        }
+        let other = Path::new("/usr/bin/mosquitto_sub");
+        assert_eq!(
+            with_protocol(other, &s(&["-t", "x"]), true),
+            s(&["-t", "x"])
+        );
     }
 }

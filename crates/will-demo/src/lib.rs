@@ -39,6 +39,7 @@ clean, as mosquitto_sub's (so a will left from an earlier run is not delivered a
     name = "will-demo",
     version,
     disable_help_flag = true,
+    disable_version_flag = true,
     after_help = EXAMPLE,
     // As mosquitto_sub: a clean session unless -c asks for a durable one
     // (SPEC, will-demo). The shared flags keep -c as a hidden no-op and

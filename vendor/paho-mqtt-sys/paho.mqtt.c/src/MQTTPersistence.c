@@ -252,7 +252,9 @@ int MQTTPersistence_restorePackets(Clients *c)
 						msg->nextMessageType = PUBREL;
 						/* order does not matter for persisted received messages */
 						ListAppend(c->inboundMsgs, msg, msg->len);
-						if (c->MQTTVersion >= MQTTVERSION_5)
+						/* pi-mqtt patch: MQTT 5 messages are delivered at PUBREL too (see
+						 * MQTTProtocol_handlePublishes), so keep the topic and payload. */
+						if (0 && c->MQTTVersion >= MQTTVERSION_5)
 						{
 							free(msg->publish->payload);
 							free(msg->publish->topic);

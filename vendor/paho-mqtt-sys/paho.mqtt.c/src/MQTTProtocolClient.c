@@ -409,7 +409,13 @@ int MQTTProtocol_handlePublishes(void* pack, SOCKET sock)
 		} else
 			ListAppend(client->inboundMsgs, m, sizeof(Messages) + len);
 
-		if (m->MQTTVersion >= MQTTVERSION_5 && already_received == 0)
+		/* pi-mqtt patch: MQTT 5 messages are handed to the application at PUBREL, as 3.1.1
+		 * ones are, not at PUBLISH. Handed over at PUBLISH, a message whose "r5-" record
+		 * was persisted but which a crash stopped before the application had it was lost:
+		 * the record, restored, made the broker's resent PUBLISH (DUP) look already received,
+		 * and nothing delivered it again. At PUBREL the restored record itself is delivered,
+		 * and the duplicate PUBLISH is still recognised. One rule for both versions. */
+		if (0 && m->MQTTVersion >= MQTTVERSION_5 && already_received == 0)
 		{
 			Publish publish1;
 
@@ -630,8 +636,8 @@ int MQTTProtocol_handlePubrels(void* pack, SOCKET sock)
 			publish.MQTTVersion = m->MQTTVersion;
 			if (publish.MQTTVersion >= MQTTVERSION_5)
 				publish.properties = m->properties;
-			else
-				Protocol_processPublication(&publish, client, 0); /* only for 3.1.1 and lower */
+			/* pi-mqtt patch: every version is delivered here (see MQTTProtocol_handlePublishes) */
+			Protocol_processPublication(&publish, client, 0);
 			#if !defined(NO_PERSISTENCE)
 			rc += MQTTPersistence_remove(client,
 					(m->MQTTVersion >= MQTTVERSION_5) ? PERSISTENCE_V5_PUBLISH_RECEIVED : PERSISTENCE_PUBLISH_RECEIVED,
