@@ -182,10 +182,22 @@ fn a_pump_back_from_an_outage_switches_once_to_the_current_want() {
     let rig = Rig::new(&["pump/1/command", "pump/1/status", "pump/1/state"]);
     let ctl = rig.controller(&QUIET);
     let mut pump = rig.pump_sim(&[]);
+    // On a failure, what the controller and the pump said.
+    let on = |pump: &Proc, what: &str| {
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rig.peer.expect("pump/1/state", ON);
+        }));
+        assert!(
+            seen.is_ok(),
+            "{what}: the pump is not on; controller: {:#?}; pump: {:#?}",
+            ctl.stdout(),
+            pump.stderr()
+        );
+    };
     ctl.wait_stdout("pump 1 off");
     rig.peer
         .publish("tank/1/level", r#"{"level": 30}"#, 2, true);
-    rig.peer.expect("pump/1/state", ON);
+    on(&pump, "before the outage");
 
     pump.kill(); // a power cut: the broker publishes its will
     rig.peer.expect("pump/1/status", "offline");
@@ -206,7 +218,7 @@ fn a_pump_back_from_an_outage_switches_once_to_the_current_want() {
     // It starts off; the controller wants it on: exactly one command.
     let pump = rig.pump_sim(&[]);
     rig.peer.expect("pump/1/status", "online");
-    rig.peer.expect("pump/1/state", ON);
+    on(&pump, "back");
     let later: Vec<String> = rig
         .peer
         .drain(Duration::from_millis(1500))
