@@ -105,9 +105,9 @@ pub struct Tank {
     /// The pump was offline; once it is back and has reported its state,
     /// it is told once what is wanted then ([`returned`]).
     away: bool,
-    /// `pump` was reported since the pump last said `offline`: what it
-    /// said before an outage says nothing of what it does after one (a pump
-    /// that lost power restarts off).
+    /// `pump` was reported since the pump last said `offline` or `online`:
+    /// what it said before an outage says nothing of what it does after one
+    /// (a pump that lost power restarts off).
     pump_fresh: bool,
 }
 
@@ -280,9 +280,10 @@ impl Controller {
             }
             Input::PumpStatus(status) => {
                 tank.pump_status = Some(status);
-                if status == Availability::Offline {
-                    tank.pump_fresh = false;
-                }
+                // A state that came before the pump said online again is
+                // from before (a QoS 2 report its last run had in flight,
+                // which Paho sends again first thing on reconnecting).
+                tank.pump_fresh = false;
                 tank.away |= tank.alarms.contains_key(&AlarmKind::PumpOffline);
                 update_alarms(cfg, tank, now, out);
                 returned(cfg, tank, now, out);
@@ -710,6 +711,22 @@ mod tests {
         let mut out = r.feed(7.0, "1", Input::PumpState(On));
         out.extend(r.tick(9.0));
         assert_eq!(commands(&out), vec![], "once");
+    }
+
+    /// Its last run's report of "on", in flight when it lost power, is sent
+    /// again on reconnecting, before its `online` and its real "off".
+    #[test]
+    fn a_report_from_before_the_outage_is_not_taken_for_now() {
+        let mut r = Rig::new();
+        r.feed(0.0, "1", Input::PumpStatus(Availability::Online));
+        r.feed(0.0, "1", Input::PumpState(On));
+        r.feed(0.0, "1", Input::Level(30.0));
+        r.feed(1.0, "1", Input::PumpStatus(Availability::Offline));
+        let mut out = r.feed(2.0, "1", Input::PumpState(On));
+        out.extend(r.feed(2.0, "1", Input::PumpStatus(Availability::Online)));
+        assert_eq!(commands(&out), vec![], "not yet: the on is old");
+        let out = r.feed(2.0, "1", Input::PumpState(Off));
+        assert_eq!(commands(&out), vec![("1".into(), On, true)]);
     }
 
     /// Back in the state already wanted: nothing to send.
