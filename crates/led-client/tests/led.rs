@@ -13,7 +13,7 @@ struct Led {
     proc: Proc,
 }
 
-fn args(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn args(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut a = vec!["--led".to_string(), "sim".into()];
     a.extend(broker.host_args());
     a.push("--state-dir".into());

@@ -11,14 +11,7 @@ use pimqtt_testkit::{mosquitto_bin, mosquitto_version, Broker, Peer, Proc, DEADL
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 
-fn args(broker: &Broker, state: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec!["--led".to_string(), "sim".into()];
-    a.extend(broker.host_args());
-    a.push("--state-dir".into());
-    a.push(state.display().to_string());
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
+use crate::led::args;
 
 /// Runs led-client with `extra` until subscribed, then stops it cleanly;
 /// returns its stderr.

@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::BadSetting;
 use crate::events::Delivery;
-use crate::payload::{quote, AlarmKind};
+use crate::payload::{quote, AlarmKind, PumpState};
 use crate::session::Session;
 use crate::topics;
 
@@ -248,8 +248,8 @@ impl Entity {
             options: obj(json!({
                 "name": null,
                 "command_topic": topics::pump_command(id),
-                "payload_on": "{\"state\":\"on\"}",
-                "payload_off": "{\"state\":\"off\"}",
+                "payload_on": PumpState::On.to_json(),
+                "payload_off": PumpState::Off.to_json(),
                 "state_topic": topics::pump_state(id),
                 "value_template": "{{ value_json.state }}",
                 "state_on": "on",
