@@ -177,13 +177,20 @@ impl Journal {
 
     /// The program has acted on message `seq`.
     pub(crate) fn applied(&self, seq: u64) {
-        if let Ok(mut st) = self.state.lock() {
-            if let Err(e) = st.store.remove(&seq.to_string()) {
-                warn!("cannot write the inbox journal: {e}");
-            }
-            st.pending = st.pending.saturating_sub(1);
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if let Err(e) = st.store.remove(&seq.to_string()) {
+            warn!("cannot write the inbox journal: {e}");
         }
-        self.room.notify_all();
+        // Only a full journal has a waiter: waking nobody still costs a
+        // system call, once per message.
+        let was_full = st.pending >= ROOM;
+        st.pending = st.pending.saturating_sub(1);
+        drop(st);
+        if was_full {
+            self.room.notify_all();
+        }
     }
 
     pub(crate) fn flush(&self) {

@@ -824,11 +824,11 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 			mod_s.saved.cur_fd = (mod_s.saved.cur_fd == mod_s.saved.nfds - 1) ? -1 : mod_s.saved.cur_fd + 1;
 		}
 
-		/* clear interrupt socket - make sure it is unset */
-		{
-			static char dbuf[1];
-			/*int irc = */recv(sockfd[0], dbuf, 1, 0);
-		}
+		/* pi-mqtt patch: the interrupt socket is read only when poll says it has something.
+		 * Upstream read it (non-blocking) before and after every poll, two failing system
+		 * calls for each packet received: a fifth of the receive thread's system calls while
+		 * a backlog drains. A byte sent while we were not polling now wakes the poll at once
+		 * (upstream threw it away); what it asked for is then done, as for any interrupt. */
 		/* Prevent performance issue by unlocking the socket_mutex while waiting for a ready socket. */
 		Paho_thread_unlock_mutex(mutex);
 		*rc = poll(mod_s.saved.fds_read, mod_s.saved.nfds, timeout_ms);
@@ -841,13 +841,22 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		Log(TRACE_MAX, -1, "Return code %d from poll", *rc);
 
 		/* check interrupt socket to see if we were interrupted */
+		if (*rc > 0)
 		{
-			static char dbuf[1];
-			int irc = recv(sockfd[0], dbuf, 1, 0);
-			if (irc > 0)
+			int i;
+			for (i = 0; i < mod_s.saved.nfds; ++i)
 			{
-				*interrupted = 1;
-				Log(TRACE_MINIMUM, -1, "Poll was interrupted, rc %d", irc);
+				if (mod_s.saved.fds_read[i].fd == sockfd[0] && mod_s.saved.fds_read[i].revents)
+				{
+					static char dbuf[64];
+					int irc = recv(sockfd[0], dbuf, sizeof(dbuf), 0);
+					if (irc > 0)
+					{
+						*interrupted = 1;
+						Log(TRACE_MINIMUM, -1, "Poll was interrupted, rc %d", irc);
+					}
+					break;
+				}
 			}
 		}
 
