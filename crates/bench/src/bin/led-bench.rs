@@ -41,7 +41,24 @@ impl Opts {
     }
 }
 
+const USAGE: &str = "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R] [--only PARTS]
+  LED_CLIENT     the led-client binary to measure (beside mosquitto_sub)
+  --messages N   backlog size for (a), default 10000
+  --pings M      round trips for (b), default 1000
+  --runs R       runs of each part (medians are printed), default 5
+  --only PARTS   letters of the parts to run, e.g. ab (default: all, a to e)";
+
+/// The command line; a bad one prints the usage and exits (a tool run by
+/// hand and by scripts/bench, not a test).
 fn opts() -> Opts {
+    let usage = |code: i32| -> ! {
+        if code == 0 {
+            println!("{USAGE}");
+        } else {
+            eprintln!("{USAGE}");
+        }
+        std::process::exit(code)
+    };
     let mut args = std::env::args().skip(1);
     let mut o = Opts {
         led: PathBuf::new(),
@@ -51,19 +68,26 @@ fn opts() -> Opts {
         only: String::new(),
     };
     while let Some(a) = args.next() {
-        let mut num = || args.next().and_then(|v| v.parse().ok()).expect("a number");
+        let mut num = || {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or_else(|| usage(2))
+        };
         match a.as_str() {
+            "-h" | "--help" => usage(0),
             "--messages" => o.messages = num(),
             "--pings" => o.pings = num(),
             "--runs" => o.runs = num(),
-            "--only" => o.only = args.next().expect("parts, e.g. ae"),
+            "--only" => o.only = args.next().unwrap_or_else(|| usage(2)),
+            s if s.starts_with('-') => usage(2),
             _ => o.led = PathBuf::from(a),
         }
     }
-    assert!(
-        o.led.exists(),
-        "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R] [--only PARTS]"
-    );
+    if !o.led.is_file() {
+        eprintln!("led-bench: no led-client at {:?}", o.led);
+        usage(2);
+    }
     o
 }
 

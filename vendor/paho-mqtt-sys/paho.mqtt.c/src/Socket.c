@@ -800,7 +800,18 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		}
 
 		/* Check pending write set for writeable sockets */
-		rc1 = poll(mod_s.saved.fds_write, mod_s.saved.nfds, 0);
+		if (mod_s.write_pending->count == 0 && mod_s.connect_pending->count == 0)
+		{
+			/* pi-mqtt patch: with no write waiting and no connect under way this poll could only
+			 * say "writable" for every socket (a full send buffer leaves a pending write), and it
+			 * cost a system call for each packet received. Taken as said. */
+			int i;
+			for (i = 0; i < mod_s.saved.nfds; ++i)
+				mod_s.saved.fds_write[i].revents = POLLOUT;
+			rc1 = mod_s.saved.nfds;
+		}
+		else
+			rc1 = poll(mod_s.saved.fds_write, mod_s.saved.nfds, 0);
 		if (rc1 > 0 && Socket_continueWrites(&sock, mutex) == SOCKET_ERROR)
 		{
 			*rc = SOCKET_ERROR;
