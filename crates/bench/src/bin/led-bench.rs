@@ -41,7 +41,8 @@ impl Opts {
     }
 }
 
-const USAGE: &str = "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R] [--only PARTS]
+const USAGE: &str =
+    "usage: led-bench LED_CLIENT [--messages N] [--pings M] [--runs R] [--only PARTS]
   LED_CLIENT     the led-client binary to measure (beside mosquitto_sub)
   --messages N   backlog size for (a), default 10000
   --pings M      round trips for (b), default 1000
