@@ -59,6 +59,15 @@ impl Session {
         writable_state_dir(common)?;
         // Named after the first broker, as Paho's persistence is (options.rs).
         let first = opts.uris.first().map_or(opts.uri.as_str(), String::as_str);
+        // Paho names its persistence after the URI without the scheme.
+        let paho_uri = first.split_once("://").map_or(first, |(_, rest)| rest);
+        in_flight_state_fits(
+            &common
+                .state_dir()
+                .join(crate::persist::file_name(&opts.client_id, paho_uri, "log")),
+            common.protocol,
+            &opts.client_id,
+        )?;
         let journal =
             common
                 .state_dir()
@@ -258,6 +267,38 @@ impl Lost {
     }
 }
 
+/// Refuses, at start and saying what to do, to run MQTT 3.1.1 over the
+/// in-flight messages an MQTT 5 run left (`-V 5`, then `-V 311` with the
+/// same id and `--state-dir`): Paho C cannot restore them and would only
+/// say "Persistence error". (Paho refuses only this: `r5-`, `s5-` and
+/// `sc5-` records under a 3.1.1 client.)
+fn in_flight_state_fits(
+    log: &std::path::Path,
+    protocol: crate::cli::Protocol,
+    client_id: &str,
+) -> Result<(), ConnectError> {
+    if protocol == crate::cli::Protocol::V5 {
+        return Ok(());
+    }
+    let Ok(bytes) = std::fs::read(log) else {
+        return Ok(()); // nothing yet
+    };
+    let mut live = std::collections::HashMap::new();
+    crate::store::replay(&bytes, &mut live);
+    let v5 = live
+        .keys()
+        .filter(|k| ["r5-", "s5-", "sc5-"].iter().any(|p| k.starts_with(p)))
+        .count();
+    if v5 == 0 {
+        return Ok(());
+    }
+    Err(ConnectError::Config(format!(
+        "{log} holds {v5} MQTT 5 message(s) of client {client_id:?} still in flight (a run \
+         with -V 5): run with -V 5 to finish them, or delete {log} to drop them",
+        log = log.display()
+    )))
+}
+
 /// Refuses a state directory we cannot write at start, naming it: Paho would
 /// only say "Persistence error" at the first message.
 fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
@@ -333,4 +374,32 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
             events.deliver(tag, &client_id, msg);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Protocol;
+    use crate::store::{Store, SyncMode};
+
+    #[test]
+    fn mqtt_5_in_flight_state_is_refused_to_a_3_1_1_run_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("LEDClient-tcp___localhost_1883.log");
+        assert!(in_flight_state_fits(&log, Protocol::V311, "LEDClient").is_ok());
+        let mut store = Store::open(log.clone(), SyncMode::Never).expect("open");
+        store.put("r-7", b"3.1.1".to_vec()).expect("put");
+        assert!(in_flight_state_fits(&log, Protocol::V311, "LEDClient").is_ok());
+        store.put("s5-8", b"5".to_vec()).expect("put");
+        let err = in_flight_state_fits(&log, Protocol::V311, "LEDClient")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("1 MQTT 5 message(s)") && err.contains("-V 5") && err.contains("delete"),
+            "{err}"
+        );
+        assert!(in_flight_state_fits(&log, Protocol::V5, "LEDClient").is_ok());
+        store.remove("s5-8").expect("remove");
+        assert!(in_flight_state_fits(&log, Protocol::V311, "LEDClient").is_ok());
+    }
 }
