@@ -275,6 +275,10 @@ mod build {
 
         // We rerun the build if this `build.rs` file is changed.
         println!("cargo:rerun-if-changed=build.rs");
+        // pi-mqtt patch: and if the C sources change (our patches to them,
+        // vendor/README.md); upstream's bundled build never looked, so an
+        // edit needed `cargo clean -p paho-mqtt-sys` in every target dir.
+        println!("cargo:rerun-if-changed=paho.mqtt.c/src");
 
         // Mske sure that the Git submodule is checked out
         if !Path::new("paho.mqtt.c/.git").exists() {
