@@ -160,8 +160,9 @@ pub fn apply(
 ) -> anyhow::Result<Option<u8>> {
     match payload::parse_led(bytes) {
         Ok(LedRequest::Level(level)) => {
-            info!("{}", applied_line(topic, level, retained));
+            // The LED first, then the line saying it is so.
             out.set(level)?;
+            info!("{}", applied_line(topic, level, retained));
             Ok(Some(level))
         }
         Ok(LedRequest::Off) => {
