@@ -542,6 +542,10 @@ int isReady(int socket, fd_set* read_set, fd_set* write_set)
  * @param index the socket index to check
  * @return boolean - is the socket ready to go?
  */
+/* pi-mqtt patch: set when Socket_getReadySocket took the saved write set as all
+ * writable without polling it (see there). */
+static int write_poll_skipped = 0;
+
 int isReady(int index)
 {
 	int rc = 1;
@@ -553,7 +557,9 @@ int isReady(int index)
 		rc = 0;
 	else if ((mod_s.saved.fds_read[index].revents & POLLHUP) || (mod_s.saved.fds_read[index].revents & POLLNVAL))
 		; /* signal work to be done if there is an error on the socket */
-	else if  (ListFindItem(mod_s.connect_pending, socket, intcompare) &&
+	/* pi-mqtt patch: a socket whose connect began after an unpolled round is not taken as
+	 * connected on that round's assumed POLLOUT; the next round polls it for real. */
+	else if  (!write_poll_skipped && ListFindItem(mod_s.connect_pending, socket, intcompare) &&
 			(mod_s.saved.fds_write[index].revents & POLLOUT))
 		ListRemoveItem(mod_s.connect_pending, socket, intcompare);
 	else
@@ -809,9 +815,13 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 			for (i = 0; i < mod_s.saved.nfds; ++i)
 				mod_s.saved.fds_write[i].revents = POLLOUT;
 			rc1 = mod_s.saved.nfds;
+			write_poll_skipped = 1;
 		}
 		else
+		{
 			rc1 = poll(mod_s.saved.fds_write, mod_s.saved.nfds, 0);
+			write_poll_skipped = 0;
+		}
 		if (rc1 > 0 && Socket_continueWrites(&sock, mutex) == SOCKET_ERROR)
 		{
 			*rc = SOCKET_ERROR;
