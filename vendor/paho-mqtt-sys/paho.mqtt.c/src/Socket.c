@@ -84,6 +84,138 @@ static fd_set wset;
 
 extern mutex_type socket_mutex;
 
+#if !defined(USE_SELECT)
+/* pi-mqtt patch: read-ahead for plain TCP sockets. Upstream reads each packet with three
+ * recv calls (the type byte, the length, the rest), each behind a poll: while a QoS 2 backlog
+ * drains that is two thirds of the receive thread's system calls. One recv now fills a small
+ * buffer per socket and packets are taken from it; Socket_getReadySocket hands back a socket
+ * with buffered bytes before it polls again. It holds only bytes the kernel had already
+ * received, so it changes nothing a crash could lose. TLS sockets never come here (OpenSSL
+ * reads for them), and the buffer goes with its socket in Socket_close, before the fd can be
+ * reused. Locking follows SocketBuffer's queues: reads run on the receive thread under
+ * mqttasync_mutex, Socket_getReadySocket on the same thread, Socket_close under both. */
+#define READ_AHEAD_SIZE 4096
+typedef struct
+{
+	SOCKET socket;
+	size_t start, end; /* unread bytes are buf[start..end) */
+	char buf[READ_AHEAD_SIZE];
+} read_ahead;
+static List read_aheads;         /* one per plain socket that has been read from */
+static read_ahead* ra_last;      /* the one found last: reads come in runs on one socket */
+static int ra_filled;            /* how many hold unread bytes */
+
+static int ra_compare(void* a, void* b)
+{
+	return ((read_ahead*)a)->socket == *(SOCKET*)b;
+}
+
+static read_ahead* ra_find(SOCKET socket, int create)
+{
+	if (ra_last == NULL || ra_last->socket != socket)
+	{
+		ListElement* e = ListFindItem(&read_aheads, &socket, ra_compare);
+
+		if (e)
+			ra_last = (read_ahead*)e->content;
+		else if (!create)
+			return NULL;
+		else if ((ra_last = malloc(sizeof(read_ahead))) != NULL)
+		{
+			ra_last->socket = socket;
+			ra_last->start = ra_last->end = 0;
+			if (ListAppend(&read_aheads, ra_last, sizeof(read_ahead)) == NULL)
+			{
+				free(ra_last);
+				ra_last = NULL;
+			}
+		}
+	}
+	return ra_last;
+}
+
+static int ra_has_data(SOCKET socket)
+{
+	read_ahead* ra = (ra_filled > 0) ? ra_find(socket, 0) : NULL;
+	return ra != NULL && ra->end > ra->start;
+}
+
+/* A socket with buffered bytes, or 0. */
+static SOCKET ra_ready_socket(void)
+{
+	ListElement* e = NULL;
+
+	if (ra_filled > 0)
+		while (ListNextElement(&read_aheads, &e))
+		{
+			read_ahead* ra = (read_ahead*)e->content;
+			if (ra->end > ra->start)
+				return ra->socket;
+		}
+	return 0;
+}
+
+static void ra_remove(SOCKET socket)
+{
+	read_ahead* ra = ra_find(socket, 0);
+
+	if (ra)
+	{
+		if (ra->end > ra->start)
+			--ra_filled;
+		ra_last = NULL;
+		ListRemove(&read_aheads, ra);
+	}
+}
+
+/* Like recv (its result, errno on failure), served from the socket's buffer first. */
+static int Socket_recv(SOCKET socket, char* dst, size_t len)
+{
+	read_ahead* ra = ra_find(socket, 1);
+	size_t got = 0;
+	int rc;
+
+	if (ra == NULL)
+		return (int)recv(socket, dst, len, 0);
+	if (ra->end > ra->start)
+	{
+		got = ra->end - ra->start;
+		if (got > len)
+			got = len;
+		memcpy(dst, ra->buf + ra->start, got);
+		ra->start += got;
+		if (ra->start < ra->end)
+			return (int)got;
+		ra->start = ra->end = 0;
+		--ra_filled;
+		if (got == len)
+			return (int)got;
+	}
+	if (len - got >= sizeof(ra->buf))
+		rc = (int)recv(socket, dst + got, len - got, 0);
+	else if ((rc = (int)recv(socket, ra->buf, sizeof(ra->buf), 0)) > 0)
+	{
+		size_t n = ((size_t)rc < len - got) ? (size_t)rc : len - got;
+
+		memcpy(dst + got, ra->buf, n);
+		if (n < (size_t)rc)
+		{
+			ra->start = n;
+			ra->end = (size_t)rc;
+			++ra_filled;
+		}
+		rc = (int)n;
+	}
+	if (rc > 0)
+		return (int)got + rc;
+	/* a failure or the end after some bytes: those now, the rest at the next read */
+	return (got > 0) ? (int)got : rc;
+}
+#else
+#define Socket_recv(socket, dst, len) ((int)recv(socket, dst, len, 0))
+#define ra_remove(socket)
+#endif
+
 /**
  * Set a socket non-blocking, OS independently
  * @param sock the socket to set non-blocking
@@ -362,6 +494,11 @@ void Socket_outTerminate(void)
 		free(mod_s.saved.fds_read);
 #endif
 	SocketBuffer_terminate();
+#if !defined(USE_SELECT)
+	ListEmpty(&read_aheads);
+	ra_last = NULL;
+	ra_filled = 0;
+#endif
 #if defined(_WIN32)
 	WSACleanup();
 #endif
@@ -563,7 +700,7 @@ int isReady(int index)
 			(mod_s.saved.fds_write[index].revents & POLLOUT))
 		ListRemoveItem(mod_s.connect_pending, socket, intcompare);
 	else
-		rc = (mod_s.saved.fds_read[index].revents & POLLIN) &&
+		rc = ((mod_s.saved.fds_read[index].revents & POLLIN) || ra_has_data(*socket)) &&
 			 (mod_s.saved.fds_write[index].revents & POLLOUT) &&
 			 Socket_noPendingWrites(*socket);
 
@@ -727,6 +864,17 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		timeout_ms = 0;
 	else if (timeout >= 0)
 		timeout_ms = timeout;
+
+	/* pi-mqtt patch: bytes already read ahead are work in hand (see Socket_recv). With no
+	 * write or connect waiting, take them before polling; else poll without waiting and let
+	 * isReady count them as readable. */
+	if (ra_filled > 0)
+	{
+		if (mod_s.write_pending->count == 0 && mod_s.connect_pending->count == 0 &&
+				(sock = ra_ready_socket()) != 0)
+			goto exit;
+		timeout_ms = 0;
+	}
 
 	while (mod_s.saved.cur_fd != -1)
 	{
@@ -926,7 +1074,7 @@ int Socket_getch(SOCKET socket, char* c)
 	if ((rc = SocketBuffer_getQueuedChar(socket, c)) != SOCKETBUFFER_INTERRUPTED)
 		goto exit;
 
-	if ((rc = recv(socket, c, (size_t)1, 0)) == SOCKET_ERROR)
+	if ((rc = Socket_recv(socket, c, (size_t)1)) == SOCKET_ERROR)
 	{
 		int err = Socket_error("recv - getch", socket);
 		if (err == EWOULDBLOCK || err == EAGAIN)
@@ -969,7 +1117,7 @@ char *Socket_getdata(SOCKET socket, size_t bytes, size_t* actual_len, int *rc)
 
 	buf = SocketBuffer_getQueuedData(socket, bytes, actual_len);
 
-	if ((*rc = recv(socket, buf + (*actual_len), (int)(bytes - (*actual_len)), 0)) == SOCKET_ERROR)
+	if ((*rc = Socket_recv(socket, buf + (*actual_len), bytes - (*actual_len))) == SOCKET_ERROR)
 	{
 		*rc = Socket_error("recv - getdata", socket);
 		if (*rc != EAGAIN && *rc != EWOULDBLOCK)
@@ -1233,6 +1381,7 @@ int Socket_close(SOCKET socket)
 		mod_s.cur_clientsds = mod_s.cur_clientsds->next;
 	Socket_abortWrite(socket);
 	SocketBuffer_cleanup(socket);
+	ra_remove(socket);
 	ListRemoveItem(mod_s.connect_pending, &socket, intcompare);
 	ListRemoveItem(mod_s.write_pending, &socket, intcompare);
 
@@ -1275,6 +1424,7 @@ int Socket_close(SOCKET socket)
 	Socket_close_only(socket);
 	Socket_abortWrite(socket);
 	SocketBuffer_cleanup(socket);
+	ra_remove(socket);
 	ListRemoveItem(mod_s.connect_pending, &socket, intcompare);
 	ListRemoveItem(mod_s.write_pending, &socket, intcompare);
 
