@@ -140,20 +140,39 @@ static int ra_has_data(SOCKET socket)
 	return ra != NULL && ra->end > ra->start;
 }
 
-/* A socket with buffered bytes, or 0. */
+/* A socket with buffered bytes, or 0; the one after the socket it gave last, in turn. */
 static SOCKET ra_ready_socket(void)
 {
+	static SOCKET last = 0;
 	ListElement* e = NULL;
+	SOCKET first = 0;
+	int after = 0;
 
 	if (ra_filled > 0)
 		while (ListNextElement(&read_aheads, &e))
 		{
 			read_ahead* ra = (read_ahead*)e->content;
+
 			if (ra->end > ra->start)
-				return ra->socket;
+			{
+				if (after)
+					return last = ra->socket;
+				if (first == 0)
+					first = ra->socket;
+			}
+			if (ra->socket == last)
+				after = 1;
 		}
-	return 0;
+	return last = first;
 }
+
+/* How many sockets in a row were served from their buffers without a poll. Each refill
+ * of a buffer that ended mid-packet reads 4 KiB more, so one busy socket could keep the
+ * poll from ever running, and every other client's packets (their PINGRESPs too) would
+ * wait: a review measured other clients' pings delayed by seconds. After this many the
+ * poll runs, and every ready socket gets its turn. */
+#define READ_AHEAD_RUN 16
+static int ra_run;
 
 static void ra_remove(SOCKET socket)
 {
@@ -866,13 +885,18 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		timeout_ms = timeout;
 
 	/* pi-mqtt patch: bytes already read ahead are work in hand (see Socket_recv). With no
-	 * write or connect waiting, take them before polling; else poll without waiting and let
-	 * isReady count them as readable. */
+	 * write or connect waiting, and the last poll's ready sockets all served, take them
+	 * before polling, up to READ_AHEAD_RUN times; else poll without waiting and let isReady
+	 * count them as readable. */
 	if (ra_filled > 0)
 	{
-		if (mod_s.write_pending->count == 0 && mod_s.connect_pending->count == 0 &&
+		if (mod_s.saved.cur_fd == -1 && ra_run < READ_AHEAD_RUN &&
+				mod_s.write_pending->count == 0 && mod_s.connect_pending->count == 0 &&
 				(sock = ra_ready_socket()) != 0)
+		{
+			++ra_run;
 			goto exit;
+		}
 		timeout_ms = 0;
 	}
 
@@ -1002,6 +1026,7 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		Paho_thread_unlock_mutex(mutex);
 		*rc = poll(mod_s.saved.fds_read, mod_s.saved.nfds, timeout_ms);
 		Paho_thread_lock_mutex(mutex);
+		ra_run = 0;
 		if (*rc == SOCKET_ERROR)
 		{
 			Socket_error("poll", 0);
