@@ -126,7 +126,15 @@ impl EventSender {
     /// Writes a message to the journal and hands it to the program. Waits
     /// (back-pressure) while the program has too many pending, unless it is
     /// stopping.
-    pub(crate) fn deliver(&self, session: usize, client_id: &str, msg: mqtt::Message) {
+    /// `release`: the packet id and record stamp of a QoS 2 message Paho
+    /// hands over on PUBREL (see [`Entry::release`]).
+    pub(crate) fn deliver(
+        &self,
+        session: usize,
+        client_id: &str,
+        msg: mqtt::Message,
+        release: Option<(u16, u64)>,
+    ) {
         let applied = self.journal.get().and_then(|journal| {
             let entry = Entry {
                 client_id: client_id.to_string(),
@@ -134,6 +142,7 @@ impl EventSender {
                 payload: msg.payload().to_vec(),
                 qos: msg.qos() as i32,
                 retained: msg.retained(),
+                release,
             };
             let seq = journal.record(&entry, || self.stopping.load(Ordering::SeqCst))?;
             Some((seq, journal.clone()))
@@ -163,6 +172,14 @@ impl EventSender {
         };
         journal.register(client_id, tag);
         Ok(())
+    }
+
+    /// Whether the journal holds, from a previous run, the message that
+    /// `client_id`'s inbound record `msgid`/`stamp` was kept for.
+    pub(crate) fn journaled(&self, client_id: &str, msgid: u16, stamp: u64) -> bool {
+        self.journal
+            .get()
+            .is_some_and(|j| j.left_released(client_id, msgid, stamp))
     }
 
     /// Hands over, once, what a previous run left unapplied.

@@ -12,7 +12,7 @@
 //! since the next start applies what is left, in order, before anything new.
 //! A crash while a message is being applied repeats that one message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
@@ -42,6 +42,9 @@ struct State {
     /// Client id → session tag, for replay.
     sessions: HashMap<String, usize>,
     replayed: bool,
+    /// The inbound QoS 2 records (client id, packet id, stamp) that the
+    /// entries a previous run left name as released.
+    left_released: HashSet<(String, u16, u64)>,
 }
 
 /// A message as the journal keeps it.
@@ -52,7 +55,14 @@ pub(crate) struct Entry {
     pub(crate) payload: Vec<u8>,
     pub(crate) qos: i32,
     pub(crate) retained: bool,
+    /// For a QoS 2 message handed over on the broker's PUBREL: its packet
+    /// id and the stamp of Paho's record of it, which this entry makes
+    /// redundant (persist.rs, `forget_journaled`).
+    pub(crate) release: Option<(u16, u64)>,
 }
+
+/// Set on the QoS byte of an entry that names a released record.
+const RELEASE: u8 = 0x80;
 
 impl Entry {
     pub(crate) fn message(&self) -> mqtt::Message {
@@ -65,8 +75,13 @@ impl Entry {
             out.extend_from_slice(&(part.len() as u32).to_le_bytes());
             out.extend_from_slice(part);
         }
-        out.push(self.qos as u8);
+        let flag = if self.release.is_some() { RELEASE } else { 0 };
+        out.push(self.qos as u8 | flag);
         out.push(u8::from(self.retained));
+        if let Some((msgid, stamp)) = self.release {
+            out.extend_from_slice(&msgid.to_le_bytes());
+            out.extend_from_slice(&stamp.to_le_bytes());
+        }
         out.extend_from_slice(&self.payload);
         out
     }
@@ -81,14 +96,24 @@ impl Entry {
         };
         let client_id = text()?;
         let topic = text()?;
-        let qos = i32::from(*bytes.get(at)?);
+        let flags = *bytes.get(at)?;
         let retained = *bytes.get(at + 1)? != 0;
+        at += 2;
+        let release = if flags & RELEASE != 0 {
+            let msgid = u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+            let stamp = u64::from_le_bytes(bytes.get(at + 2..at + 10)?.try_into().ok()?);
+            at += 10;
+            Some((msgid, stamp))
+        } else {
+            None
+        };
         Some(Entry {
             client_id,
             topic,
-            payload: bytes.get(at + 2..)?.to_vec(),
-            qos,
+            payload: bytes.get(at..)?.to_vec(),
+            qos: i32::from(flags & !RELEASE),
             retained,
+            release,
         })
     }
 }
@@ -102,6 +127,15 @@ impl Journal {
             .filter_map(|k| k.parse::<u64>().ok())
             .max()
             .map_or(0, |n| n + 1);
+        let left_released = store
+            .live()
+            .values()
+            .filter_map(|v| {
+                let e = Entry::decode(v)?;
+                let (msgid, stamp) = e.release?;
+                Some((e.client_id, msgid, stamp))
+            })
+            .collect();
         Ok(Journal {
             state: Mutex::new(State {
                 pending: store.live().len(),
@@ -109,6 +143,7 @@ impl Journal {
                 next,
                 sessions: HashMap::new(),
                 replayed: false,
+                left_released,
             }),
             room: Condvar::new(),
         })
@@ -118,6 +153,15 @@ impl Journal {
         if let Ok(mut st) = self.state.lock() {
             st.sessions.insert(client_id.to_string(), tag);
         }
+    }
+
+    /// Whether a message a previous run left here was released by the
+    /// record `msgid`/`stamp` of `client_id`, which is then redundant.
+    pub(crate) fn left_released(&self, client_id: &str, msgid: u16, stamp: u64) -> bool {
+        self.state.lock().is_ok_and(|st| {
+            st.left_released
+                .contains(&(client_id.to_string(), msgid, stamp))
+        })
     }
 
     /// The messages a previous run left unapplied, oldest first, with their
@@ -211,6 +255,7 @@ mod tests {
             payload: br#"{"level": 5}"#.to_vec(),
             qos: 2,
             retained: true,
+            release: None,
         }
     }
 
@@ -242,7 +287,38 @@ mod tests {
     #[test]
     fn entries_round_trip() {
         let e = entry("tank/1/level");
-        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
+        let released = Entry {
+            release: Some((65535, u64::MAX - 1)),
+            ..e
+        };
+        assert_eq!(Entry::decode(&released.encode()), Some(released));
         assert_eq!(Entry::decode(b"\x01"), None);
+    }
+
+    #[test]
+    fn the_records_left_entries_released_are_known_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let j = Journal::open(path.clone(), SyncMode::Never).expect("open");
+        let released = |id| Entry {
+            release: Some((id, 77)),
+            ..entry("led")
+        };
+        let applied = j.record(&released(1), || false).expect("recorded");
+        j.record(&released(2), || false).expect("recorded");
+        j.record(&entry("led"), || false).expect("recorded");
+        j.applied(applied);
+        assert!(!j.left_released("LEDClient", 2, 77), "this run's own");
+        drop(j); // a crash
+
+        let j = Journal::open(path, SyncMode::Never).expect("open");
+        assert!(j.left_released("LEDClient", 2, 77));
+        assert!(!j.left_released("LEDClient", 1, 77), "applied: gone");
+        assert!(
+            !j.left_released("LEDClient", 2, 78),
+            "another record with that id"
+        );
+        assert!(!j.left_released("other", 2, 77));
     }
 }

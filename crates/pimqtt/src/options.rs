@@ -10,7 +10,7 @@ use paho_mqtt as mqtt;
 
 use crate::cli::{CommonArgs, Protocol};
 use crate::error::ConnectError;
-use crate::persist::StatePersistence;
+use crate::persist::{Stamps, StatePersistence};
 
 /// How long one connect attempt, publish or disconnect may take before we
 /// give up on it (Paho's synchronous default is five minutes).
@@ -62,6 +62,8 @@ pub struct Options {
     /// session the broker keeps refusing (see `worker`).
     pub fresh: Vec<mqtt::ConnectOptions>,
     pub create: mqtt::CreateOptions,
+    /// Shared with the client's persistence (see [`Stamps`]).
+    pub(crate) stamps: Stamps,
 }
 
 /// Builds the options. `client_id` is the one to use (a fleet adds its
@@ -118,11 +120,16 @@ pub fn build(
         Protocol::V311 => mqtt::MQTT_VERSION_3_1_1,
         Protocol::V5 => mqtt::MQTT_VERSION_5,
     };
+    let stamps = Stamps::default();
     let create = mqtt::CreateOptionsBuilder::new_v3()
         .mqtt_version(version)
         .server_uri(&first)
         .client_id(&client_id)
-        .user_persistence(StatePersistence::new(common.state_dir(), common.sync))
+        .user_persistence(StatePersistence::new(
+            common.state_dir(),
+            common.sync,
+            stamps.clone(),
+        ))
         .send_while_disconnected(true)
         // Also before the worker's first connect: a program may publish the
         // moment it starts (a level read from stdin), and Paho refuses
@@ -137,6 +144,7 @@ pub fn build(
         connect,
         fresh,
         create,
+        stamps,
     })
 }
 

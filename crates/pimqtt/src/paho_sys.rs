@@ -1,7 +1,7 @@
-//! The two calls into Paho C that its Rust wrapper does not offer; the only
+//! The calls into Paho C that its Rust wrapper does not offer; the only
 //! `unsafe` code in the project.
 
-use std::os::raw::c_char;
+use std::os::raw::{c_char, c_int};
 
 /// Paho C initialises all of OpenSSL (every algorithm, every error string)
 /// when the first client is created, TLS or not: about 1.7 MiB resident for
@@ -43,4 +43,20 @@ pub(crate) fn protocol_trace_only() {
             );
         }
     }
+}
+
+#[allow(unsafe_code)]
+extern "C" {
+    /// Our patch to the vendored Paho C (vendor/README.md, point 8).
+    fn pimqtt_releasing_msgid() -> c_int;
+}
+
+/// Inside the message callback: the packet id of the QoS 2 message the
+/// broker's PUBREL is releasing, whose `r-` record Paho removes once the
+/// callback returns. `None` for QoS 0 and 1 (no such record).
+pub(crate) fn releasing_msgid() -> Option<u16> {
+    #[allow(unsafe_code)]
+    // SAFETY: reads a thread-local integer of Paho C; no pointers involved.
+    let id = unsafe { pimqtt_releasing_msgid() };
+    u16::try_from(id).ok().filter(|&id| id != 0)
 }

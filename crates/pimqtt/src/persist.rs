@@ -13,7 +13,17 @@
 //! 20 times as long as `mosquitto_sub`, and a controller commanding 1000
 //! tanks spent a fifth of its CPU on files (and a Pi's SD card on wear).
 
-use std::path::PathBuf;
+//!
+//! Each inbound QoS 2 record carries a stamp unique to its write (a packet
+//! id alone is reused), so the program's journal can name the exact record
+//! a message it holds makes redundant: see [`forget_journaled`].
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use paho_mqtt as mqtt;
 
@@ -25,14 +35,60 @@ pub struct StatePersistence {
     root: PathBuf,
     sync: SyncMode,
     store: Option<Store>,
+    stamps: Stamps,
+}
+
+/// The stamp of each live inbound QoS 2 record of one client, by packet id:
+/// shared between the client's persistence, which writes them, and its
+/// message callback, which copies the one being released into the journal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stamps(Arc<Mutex<HashMap<u16, u64>>>);
+
+impl Stamps {
+    pub(crate) fn get(&self, msgid: u16) -> Option<u64> {
+        self.0.lock().ok()?.get(&msgid).copied()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut HashMap<u16, u64>)) {
+        if let Ok(mut map) = self.0.lock() {
+            f(&mut map);
+        }
+    }
+}
+
+/// What a stamped record starts with. Paho's own records start with an MQTT
+/// fixed-header byte, never 0xff, so records written before stamps existed
+/// are still read as they are.
+const STAMPED: [u8; 4] = [0xff, b'p', b'm', 1];
+
+/// The packet id of an inbound QoS 2 record's key (`r-7`, `r5-7`).
+fn received_id(key: &str) -> Option<u16> {
+    key.strip_prefix("r-")
+        .or_else(|| key.strip_prefix("r5-"))?
+        .parse()
+        .ok()
+}
+
+fn stamp_of(data: &[u8]) -> Option<u64> {
+    let rest = data.strip_prefix(&STAMPED)?;
+    Some(u64::from_le_bytes(rest.get(..8)?.try_into().ok()?))
+}
+
+/// A stamp no other write has: a random start per process, then counting.
+fn next_stamp() -> u64 {
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| RandomState::new().hash_one(std::process::id()));
+    base.wrapping_add(COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl StatePersistence {
-    pub fn new(root: impl Into<PathBuf>, sync: SyncMode) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>, sync: SyncMode, stamps: Stamps) -> Self {
         StatePersistence {
             root: root.into(),
             sync,
             store: None,
+            stamps,
         }
     }
 
@@ -64,7 +120,16 @@ fn io_err(e: std::io::Error) -> mqtt::Error {
 impl mqtt::ClientPersistence for StatePersistence {
     fn open(&mut self, client_id: &str, server_uri: &str) -> mqtt::Result<()> {
         let path = self.root.join(file_name(client_id, server_uri, "log"));
-        self.store = Some(Store::open(path, self.sync).map_err(io_err)?);
+        let store = Store::open(path, self.sync).map_err(io_err)?;
+        self.stamps.edit(|map| {
+            map.clear();
+            for (key, data) in store.live() {
+                if let (Some(id), Some(stamp)) = (received_id(key), stamp_of(data)) {
+                    map.insert(id, stamp);
+                }
+            }
+        });
+        self.store = Some(store);
         Ok(())
     }
 
@@ -76,16 +141,33 @@ impl mqtt::ClientPersistence for StatePersistence {
     }
 
     fn put(&mut self, key: &str, buffers: Vec<&[u8]>) -> mqtt::Result<()> {
-        let data = buffers.concat();
-        self.store()?.put(key, data).map_err(io_err)
+        let Some(id) = received_id(key) else {
+            return self.store()?.put(key, buffers.concat()).map_err(io_err);
+        };
+        let stamp = next_stamp();
+        let mut data = STAMPED.to_vec();
+        data.extend_from_slice(&stamp.to_le_bytes());
+        for b in buffers {
+            data.extend_from_slice(b);
+        }
+        self.store()?.put(key, data).map_err(io_err)?;
+        self.stamps.edit(|map| {
+            map.insert(id, stamp);
+        });
+        Ok(())
     }
 
     fn get(&mut self, key: &str) -> mqtt::Result<Vec<u8>> {
-        self.store()?
+        let data = self
+            .store()?
             .live()
             .get(key)
-            .cloned()
-            .ok_or(mqtt::Error::PersistenceError)
+            .ok_or(mqtt::Error::PersistenceError)?;
+        let paho = match stamp_of(data) {
+            Some(_) => &data[STAMPED.len() + 8..],
+            None => &data[..],
+        };
+        Ok(paho.to_vec())
     }
 
     fn remove(&mut self, key: &str) -> mqtt::Result<()> {
@@ -97,7 +179,13 @@ impl mqtt::ClientPersistence for StatePersistence {
         // broker to release that packet id again, which a stale `r-` record
         // turns into a second delivery (the kill -9 fault test saw 857
         // messages applied twice on Mosquitto 2.0.11 when it was tried).
-        self.store()?.remove(key).map_err(io_err)
+        self.store()?.remove(key).map_err(io_err)?;
+        if let Some(id) = received_id(key) {
+            self.stamps.edit(|map| {
+                map.remove(&id);
+            });
+        }
+        Ok(())
     }
 
     fn keys(&mut self) -> mqtt::Result<Vec<String>> {
@@ -105,7 +193,9 @@ impl mqtt::ClientPersistence for StatePersistence {
     }
 
     fn clear(&mut self) -> mqtt::Result<()> {
-        self.store()?.clear().map_err(io_err)
+        self.store()?.clear().map_err(io_err)?;
+        self.stamps.edit(HashMap::clear);
+        Ok(())
     }
 
     fn contains_key(&mut self, key: &str) -> bool {
@@ -113,6 +203,41 @@ impl mqtt::ClientPersistence for StatePersistence {
             .as_ref()
             .is_some_and(|s| s.live().contains_key(key))
     }
+}
+
+/// Drops, before Paho reads them, the inbound QoS 2 records of a client
+/// whose message the program's journal already holds; returns how many.
+///
+/// Why: the message callback writes the journal, and Paho removes the
+/// record only after it returns. A kill in between left both, and the next
+/// start applied the message from the journal and again when the broker's
+/// PUBREL found the record: with a message applied just before the kill,
+/// one kill repeated it twice. Without the record, Paho answers that PUBREL
+/// with PUBCOMP and delivers nothing. The stamp tells the record of that
+/// message from a later one that reuses its packet id.
+pub(crate) fn forget_journaled(
+    path: &Path,
+    sync: SyncMode,
+    journaled: impl Fn(u16, u64) -> bool,
+) -> std::io::Result<usize> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let mut store = Store::open(path.to_path_buf(), sync)?;
+    let redundant: Vec<String> = store
+        .live()
+        .iter()
+        .filter(|(key, data)| match (received_id(key), stamp_of(data)) {
+            (Some(id), Some(stamp)) => journaled(id, stamp),
+            _ => false,
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in &redundant {
+        store.remove(key)?;
+    }
+    store.flush()?;
+    Ok(redundant.len())
 }
 
 #[cfg(test)]
@@ -125,13 +250,13 @@ mod tests {
     #[test]
     fn inbound_and_outgoing_state_survive_a_crash() {
         let root = tempfile::tempdir().expect("temp dir");
-        let mut p = StatePersistence::new(root.path(), SyncMode::Batched);
+        let mut p = StatePersistence::new(root.path(), SyncMode::Batched, Stamps::default());
         p.open("LEDClient", URI).expect("open");
         p.put("c-1", vec![b"ab", b"c"]).expect("put");
         p.put("r-3", vec![b"in"]).expect("put");
         assert_eq!(p.get("c-1").expect("get"), b"abc");
         // A crash: no close.
-        let mut after = StatePersistence::new(root.path(), SyncMode::Batched);
+        let mut after = StatePersistence::new(root.path(), SyncMode::Batched, Stamps::default());
         after.open("LEDClient", URI).expect("open");
         let mut keys = after.keys().expect("keys");
         keys.sort();
@@ -141,5 +266,62 @@ mod tests {
             .path()
             .join("LEDClient-tcp___localhost_1883.log")
             .exists());
+    }
+
+    #[test]
+    fn a_journaled_release_drops_only_its_own_record() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let stamps = Stamps::default();
+        let mut p = StatePersistence::new(root.path(), SyncMode::Never, stamps.clone());
+        p.open("LEDClient", URI).expect("open");
+        p.put("r-3", vec![b"\x34", b"in"]).expect("put");
+        p.put("r5-4", vec![b"\x34", b"v5"]).expect("put");
+        p.put("s-5", vec![b"out"]).expect("put");
+        assert_eq!(
+            p.get("r-3").expect("get"),
+            b"\x34in",
+            "Paho reads what it wrote"
+        );
+        let (three, four) = (
+            stamps.get(3).expect("stamped"),
+            stamps.get(4).expect("stamped"),
+        );
+        assert_ne!(three, four);
+        // Released and journaled, then a crash before the removal.
+        let path = root.path().join(file_name("LEDClient", URI, "log"));
+        let dropped = forget_journaled(&path, SyncMode::Never, |id, stamp| {
+            (id, stamp) == (3, three) || (id, stamp) == (4, four + 1)
+        })
+        .expect("read");
+        assert_eq!(dropped, 1);
+
+        let after_stamps = Stamps::default();
+        let mut after = StatePersistence::new(root.path(), SyncMode::Never, after_stamps.clone());
+        after.open("LEDClient", URI).expect("open");
+        let mut keys = after.keys().expect("keys");
+        keys.sort();
+        assert_eq!(keys, ["r5-4", "s-5"]);
+        assert_eq!(after_stamps.get(4), Some(four));
+        assert_eq!(after.get("r5-4").expect("get"), b"\x34v5");
+        after.remove("r5-4").expect("remove");
+        assert_eq!(after_stamps.get(4), None);
+    }
+
+    #[test]
+    fn records_written_before_stamps_are_read_as_they_were() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join(file_name("LEDClient", URI, "log"));
+        let mut old = Store::open(path.clone(), SyncMode::Never).expect("open");
+        old.put("r-9", b"\x34old".to_vec()).expect("put");
+        drop(old);
+        assert_eq!(
+            forget_journaled(&path, SyncMode::Never, |_, _| true).expect("read"),
+            0
+        );
+        let stamps = Stamps::default();
+        let mut p = StatePersistence::new(root.path(), SyncMode::Never, stamps.clone());
+        p.open("LEDClient", URI).expect("open");
+        assert_eq!(p.get("r-9").expect("get"), b"\x34old");
+        assert_eq!(stamps.get(9), None);
     }
 }

@@ -61,13 +61,11 @@ impl Session {
         let first = opts.uris.first().map_or(opts.uri.as_str(), String::as_str);
         // Paho names its persistence after the URI without the scheme.
         let paho_uri = first.split_once("://").map_or(first, |(_, rest)| rest);
-        in_flight_state_fits(
-            &common
+        let paho_log =
+            common
                 .state_dir()
-                .join(crate::persist::file_name(&opts.client_id, paho_uri, "log")),
-            common.protocol,
-            &opts.client_id,
-        )?;
+                .join(crate::persist::file_name(&opts.client_id, paho_uri, "log"));
+        in_flight_state_fits(&paho_log, common.protocol, &opts.client_id)?;
         let journal =
             common
                 .state_dir()
@@ -81,6 +79,23 @@ impl Session {
                     journal.display()
                 ))
             })?;
+        let events = inbox.sender();
+        match crate::persist::forget_journaled(&paho_log, common.sync, |msgid, stamp| {
+            events.journaled(&opts.client_id, msgid, stamp)
+        }) {
+            Ok(0) => {}
+            Ok(n) => info!(
+                "{}: {n} message(s) released just before the last crash are already in the \
+                 journal: not taken again",
+                opts.client_id
+            ),
+            Err(e) => {
+                return Err(ConnectError::Config(format!(
+                    "cannot read {} ({e}): give a writable --state-dir",
+                    paho_log.display()
+                )))
+            }
+        }
         crate::paho_sys::skip_openssl_init();
         let client = mqtt::AsyncClient::new(opts.create).map_err(|e| {
             ConnectError::Config(format!(
@@ -114,7 +129,7 @@ impl Session {
             up: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = Worker::get();
-        install_callbacks(&core, config.subscriptions, worker.clone());
+        install_callbacks(&core, config.subscriptions, worker.clone(), opts.stamps);
         Ok(Session { core, worker })
     }
 
@@ -321,7 +336,12 @@ fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
 /// call the client (Paho allows that from a callback) but must not wait for
 /// anything that waits for Paho; delivering a message waits (when too many
 /// are pending) only for the program's loop, which never calls Paho.
-fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
+fn install_callbacks(
+    core: &Arc<Core>,
+    subs: Vec<String>,
+    worker: Worker,
+    stamps: crate::persist::Stamps,
+) {
     let client = &core.client;
     let (tag, qos, key) = (core.tag, core.qos, core.key);
     let status = core.status_topic.clone();
@@ -371,7 +391,9 @@ fn install_callbacks(core: &Arc<Core>, subs: Vec<String>, worker: Worker) {
     let client_id = core.client_id.clone();
     client.set_message_callback(move |_, msg| {
         if let Some(msg) = msg {
-            events.deliver(tag, &client_id, msg);
+            let release = crate::paho_sys::releasing_msgid()
+                .and_then(|msgid| Some((msgid, stamps.get(msgid)?)));
+            events.deliver(tag, &client_id, msg, release);
         }
     });
 }

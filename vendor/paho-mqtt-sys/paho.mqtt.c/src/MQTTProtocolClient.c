@@ -594,6 +594,20 @@ int MQTTProtocol_handlePubrecs(void* pack, SOCKET sock, Publications** pubToRemo
  * @param sock the socket on which the packet was received
  * @return completion code
  */
+/* pi-mqtt patch: the packet id of the QoS 2 message being released, while the
+ * message-arrived callback runs for it from MQTTProtocol_handlePubrels; else 0. The
+ * callback writes the message to the program's journal, and only after it returns is the
+ * removal of the r- record written: a kill in between leaves both, and the next start
+ * would apply the message from the journal and again on the broker's PUBREL. Knowing the
+ * id, the journal names the r- record it makes redundant, and the next start drops that
+ * record (pimqtt's persist.rs). Receive thread only, so a thread-local. */
+static __thread int releasing_msgid = 0;
+
+int pimqtt_releasing_msgid(void)
+{
+	return releasing_msgid;
+}
+
 int MQTTProtocol_handlePubrels(void* pack, SOCKET sock)
 {
 	Pubrel* pubrel = (Pubrel*)pack;
@@ -637,7 +651,9 @@ int MQTTProtocol_handlePubrels(void* pack, SOCKET sock)
 			if (publish.MQTTVersion >= MQTTVERSION_5)
 				publish.properties = m->properties;
 			/* pi-mqtt patch: every version is delivered here (see MQTTProtocol_handlePublishes) */
+			releasing_msgid = pubrel->msgId;
 			Protocol_processPublication(&publish, client, 0);
+			releasing_msgid = 0;
 			#if !defined(NO_PERSISTENCE)
 			rc += MQTTPersistence_remove(client,
 					(m->MQTTVersion >= MQTTVERSION_5) ? PERSISTENCE_V5_PUBLISH_RECEIVED : PERSISTENCE_PUBLISH_RECEIVED,
