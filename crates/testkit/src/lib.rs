@@ -28,13 +28,50 @@ use paho_mqtt as mqtt;
 /// The default deadline for a wait; generous for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
-/// Asks the OS for a free loopback port.
+/// Asks the OS for a free loopback port, never one this process was given
+/// before: a broker stopped for a restart leaves its port free for a while,
+/// and a test running beside it must not start its own broker there.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
+
+/// Whether process `pid` itself listens on loopback `port` (Linux's /proc):
+/// a port that merely accepts connections may be another program's.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // local address, state (0A: listening), inode
+            (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+                .then(|| cols.get(9).map(|s| format!("socket:[{s}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 /// A Mosquitto of the test's own: killed and reaped on drop, data deleted.
@@ -110,9 +147,14 @@ impl Broker {
             .unwrap_or_else(|e| {
                 panic!("cannot run {bin} ({e}): scripts/setup --test installs Mosquitto")
             });
+        let pid = child.id();
         self.child = Some(child);
+        let port = self.port;
         wait_until("mosquitto to listen", DEADLINE, || {
-            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("mosquitto ended ({status}) instead of listening on port {port}: taken?");
+            }
+            listens(pid, port)
         });
     }
 
