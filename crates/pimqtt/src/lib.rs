@@ -18,7 +18,7 @@
 //! - [`persist`]: Paho client persistence on a store, one per client.
 //! - `journal` (private): the inbox journal on a store: messages received
 //!   but not yet applied survive a stop or a crash.
-//! - [`paho_sys`] (private): the two `unsafe` calls into Paho C.
+//! - [`paho_sys`] (private): the `unsafe` calls into Paho C and our patch of it.
 //! - [`error`]: [`ConnectError`] and the [`ExitCode`]s.
 //! - [`fleet`]: for `--count N` programs: many sessions, staggered timers.
 //! - [`shutdown`]: SIGINT/SIGTERM (first asks to stop, second exits).

@@ -588,12 +588,6 @@ int MQTTProtocol_handlePubrecs(void* pack, SOCKET sock, Publications** pubToRemo
 }
 
 
-/**
- * Process an incoming pubrel packet for a socket
- * @param pack pointer to the publish packet
- * @param sock the socket on which the packet was received
- * @return completion code
- */
 /* pi-mqtt patch: the packet id of the QoS 2 message being released, while the
  * message-arrived callback runs for it from MQTTProtocol_handlePubrels; else 0. The
  * callback writes the message to the program's journal, and only after it returns is the
@@ -608,6 +602,12 @@ int pimqtt_releasing_msgid(void)
 	return releasing_msgid;
 }
 
+/**
+ * Process an incoming pubrel packet for a socket
+ * @param pack pointer to the publish packet
+ * @param sock the socket on which the packet was received
+ * @return completion code
+ */
 int MQTTProtocol_handlePubrels(void* pack, SOCKET sock)
 {
 	Pubrel* pubrel = (Pubrel*)pack;
