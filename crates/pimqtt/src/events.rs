@@ -174,12 +174,13 @@ impl EventSender {
         Ok(())
     }
 
-    /// Whether the journal holds, from a previous run, the message that
-    /// `client_id`'s inbound record `msgid`/`stamp` was kept for.
-    pub(crate) fn journaled(&self, client_id: &str, msgid: u16, stamp: u64) -> bool {
+    /// The inbound records of `client_id` (packet id, stamp) whose messages
+    /// the journal holds from a previous run.
+    pub(crate) fn journaled(&self, client_id: &str) -> Vec<(u16, u64)> {
         self.journal
             .get()
-            .is_some_and(|j| j.left_released(client_id, msgid, stamp))
+            .map(|j| j.left_released(client_id))
+            .unwrap_or_default()
     }
 
     /// Hands over, once, what a previous run left unapplied.

@@ -79,10 +79,8 @@ impl Session {
                     journal.display()
                 ))
             })?;
-        let events = inbox.sender();
-        match crate::persist::forget_journaled(&paho_log, common.sync, |msgid, stamp| {
-            events.journaled(&opts.client_id, msgid, stamp)
-        }) {
+        let journaled = inbox.sender().journaled(&opts.client_id);
+        match crate::persist::forget_journaled(&paho_log, common.sync, &journaled) {
             Ok(0) => {}
             Ok(n) => info!(
                 "{}: {n} message(s) released just before the last crash are already in the \
