@@ -45,6 +45,8 @@ const REFUSED_WITHIN: Duration = Duration::from_millis(300);
 const REFUSALS: u32 = 3;
 /// Kicks in a row before we say so and back off.
 const KICKS: u32 = 3;
+/// How often a connection we hold is checked with Paho (see [`watch`]).
+const WATCH: Duration = Duration::from_secs(2);
 
 /// The wait before reconnect attempt `n` (from 0): 1 s for the first ten, so
 /// a device is back within about a second of a broker restart or a network
@@ -116,11 +118,14 @@ enum State {
     },
     Connected {
         since: Instant,
+        /// When to check next that Paho still has the connection.
+        check: Instant,
     },
     /// Connected with a clean session, which is being closed so that the
     /// next connect makes a durable one again.
     Renewing {
         token: mqtt::Token,
+        since: Instant,
     },
     /// Refused for good; nothing more is tried.
     Failed,
@@ -172,7 +177,8 @@ fn next_wake(links: &HashMap<usize, Link>) -> Option<Instant> {
         .filter_map(|l| match l.state {
             State::Waiting { at } => Some(at),
             State::Connecting { .. } | State::Renewing { .. } => Some(Instant::now() + POLL),
-            State::Connected { .. } | State::Failed => None,
+            State::Connected { check, .. } => Some(check),
+            State::Failed => None,
         })
         .min()
 }
@@ -235,8 +241,14 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
 /// (dropping what was in flight either way, and what the broker had queued
 /// for us) and the one after that makes a durable session again.
 fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, now: Instant) {
+    // Lost while the clean session's DISCONNECT is under way: the next
+    // CONNECT waits until Paho has finished with it (`step`), so that no
+    // connection is made while Paho may still be closing the last one.
+    if matches!(link.state, State::Renewing { .. }) {
+        return;
+    }
     let lifetime = match link.state {
-        State::Connected { since } => Some(now - since),
+        State::Connected { since, .. } => Some(now - since),
         // Connected a moment ago, not yet polled.
         State::Connecting { .. } => Some(Duration::ZERO),
         State::Waiting { .. } | State::Renewing { .. } | State::Failed => None,
@@ -303,8 +315,10 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
                 let token = link.core.client.connect(opts.clone());
                 link.state = State::Connecting { token };
             }
-            State::Renewing { token } => {
-                let closed = token.try_wait().is_some();
+            State::Renewing { token, since } => {
+                // Paho never completes a DISCONNECT it takes up after the
+                // connection was already lost: do not wait on it for ever.
+                let closed = token.try_wait().is_some() || now - *since >= OP_TIMEOUT;
                 if closed {
                     link.state = State::Waiting { at: now };
                 }
@@ -315,9 +329,33 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
                 };
                 attempted(link, result, now);
             }
+            State::Connected { check, .. } if *check <= now => {
+                *check = now + WATCH;
+                watch(link, now);
+            }
             _ => {}
         }
     }
+}
+
+/// A connection Paho no longer has, although it never called "connection
+/// lost", is taken as lost, so a session cannot stay silent for good with
+/// its publications buffered. Why: in one soak run two sessions went quiet
+/// that way right after [`lost`]'s #3602 recovery (a clean session, closed
+/// again at once) met a broker restart. `Core::up` says whether the loss
+/// was already reported, so it is reported once either way.
+fn watch(link: &mut Link, now: Instant) {
+    let core = &link.core;
+    if core.client.is_connected() || !core.up.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    warn!(
+        "{}: Paho closed the connection without reporting it lost; reconnecting",
+        core.client_id
+    );
+    core.events
+        .send(Event::ConnectionLost { session: core.tag });
+    lost(link, None, now);
 }
 
 fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: Instant) {
@@ -348,9 +386,13 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                     .finalize();
                 State::Renewing {
                     token: core.client.disconnect(opts),
+                    since: now,
                 }
             } else {
-                State::Connected { since: now }
+                State::Connected {
+                    since: now,
+                    check: now + WATCH,
+                }
             };
         }
         Err(e) => match diagnose(core, &e, link.server) {
