@@ -274,7 +274,8 @@ impl Lost {
                 cli.client_id()
             ),
         }
-        self.worker.send(Job::Lost(self.key, reason));
+        self.worker
+            .send(Job::Lost(self.key, std::time::Instant::now(), reason));
         self.events
             .send(Event::ConnectionLost { session: self.tag });
     }
