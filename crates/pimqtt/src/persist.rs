@@ -145,7 +145,10 @@ impl mqtt::ClientPersistence for StatePersistence {
 
     fn put(&mut self, key: &str, buffers: Vec<&[u8]>) -> mqtt::Result<()> {
         let data = if is_received(key) {
-            let mut data = STAMPED.to_vec();
+            // Exactly sized: a backlog of them can all be in flight at once.
+            let len = buffers.iter().map(|b| b.len()).sum::<usize>();
+            let mut data = Vec::with_capacity(STAMPED.len() + 8 + len);
+            data.extend_from_slice(&STAMPED);
             data.extend_from_slice(&next_stamp().to_le_bytes());
             for b in buffers {
                 data.extend_from_slice(b);
