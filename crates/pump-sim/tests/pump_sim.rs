@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pimqtt_testkit::{Broker, DEADLINE};
+use pimqtt_testkit::{poll, Broker, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pump-sim");
 const ON: &str = r#"{"state":"on"}"#;
@@ -41,11 +41,15 @@ fn obeys_both_command_forms_and_ignores_bad_ones() {
     w.expect("pump/1/state", OFF);
     pump.wait_stdout("pump 1 off");
 
-    let warnings = pump
-        .stderr()
-        .iter()
-        .filter(|l| l.contains("pump/1/command"))
-        .count();
+    // Written before that line, but to the other pipe, read by another thread.
+    let count = || {
+        pump.stderr()
+            .iter()
+            .filter(|l| l.contains("pump/1/command"))
+            .count()
+    };
+    poll(DEADLINE, || count() >= bad.len());
+    let warnings = count();
     assert_eq!(warnings, bad.len(), "{:#?}", pump.stderr());
     assert_eq!(
         pump.stdout(),
@@ -132,11 +136,14 @@ fn a_huge_bad_command_is_one_short_warning() {
     w.publish("pump/1/command", "on", 2, false);
     w.expect("pump/1/state", ON);
     pump.wait_stdout("pump 1 on");
-    let warnings: Vec<String> = pump
-        .stderr()
-        .into_iter()
-        .filter(|l| l.contains("pump/1/command"))
-        .collect();
+    let read = || -> Vec<String> {
+        pump.stderr()
+            .into_iter()
+            .filter(|l| l.contains("pump/1/command"))
+            .collect()
+    };
+    poll(DEADLINE, || read().len() >= bad.len());
+    let warnings = read();
     assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
     for (w, b) in warnings.iter().zip(&bad) {
         assert!(w.len() < 400, "{} bytes: {w}", w.len());
