@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pimqtt_testkit::{
-    drain_with_stops, poll, sibling, Broker, DrainReport, Peer, Proc, Stream, DEADLINE,
+    drain_with_stops, sibling, Broker, DrainReport, Peer, Proc, Stream, DEADLINE,
 };
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_controller");
@@ -391,16 +391,7 @@ fn non_levels_and_huge_payloads_are_one_short_warning_each() {
     rig.peer
         .publish("tank/x/level", r#"{"level": 60}"#, 2, false);
     ctl.wait_stdout("level x 60.0");
-    let warnings = || -> Vec<String> {
-        ctl.stderr()
-            .into_iter()
-            .filter(|l| l.contains("tank/x/level"))
-            .collect()
-    };
-    // The warnings were written before that line, but to the other pipe:
-    // its reader may lag behind on a loaded machine.
-    poll(DEADLINE, || warnings().len() >= bad.len());
-    let warnings = warnings();
+    let warnings = ctl.stderr_with("tank/x/level", bad.len());
     assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
     assert!(
         warnings[0].contains("JSON array") && warnings[0].contains("ignored"),

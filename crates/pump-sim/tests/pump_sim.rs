@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pimqtt_testkit::{poll, Broker, DEADLINE};
+use pimqtt_testkit::{Broker, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_pump-sim");
 const ON: &str = r#"{"state":"on"}"#;
@@ -41,15 +41,7 @@ fn obeys_both_command_forms_and_ignores_bad_ones() {
     w.expect("pump/1/state", OFF);
     pump.wait_stdout("pump 1 off");
 
-    // Written before that line, but to the other pipe, read by another thread.
-    let count = || {
-        pump.stderr()
-            .iter()
-            .filter(|l| l.contains("pump/1/command"))
-            .count()
-    };
-    poll(DEADLINE, || count() >= bad.len());
-    let warnings = count();
+    let warnings = pump.stderr_with("pump/1/command", bad.len()).len();
     assert_eq!(warnings, bad.len(), "{:#?}", pump.stderr());
     assert_eq!(
         pump.stdout(),
@@ -136,14 +128,7 @@ fn a_huge_bad_command_is_one_short_warning() {
     w.publish("pump/1/command", "on", 2, false);
     w.expect("pump/1/state", ON);
     pump.wait_stdout("pump 1 on");
-    let read = || -> Vec<String> {
-        pump.stderr()
-            .into_iter()
-            .filter(|l| l.contains("pump/1/command"))
-            .collect()
-    };
-    poll(DEADLINE, || read().len() >= bad.len());
-    let warnings = read();
+    let warnings = pump.stderr_with("pump/1/command", bad.len());
     assert_eq!(warnings.len(), bad.len(), "{warnings:#?}");
     for (w, b) in warnings.iter().zip(&bad) {
         assert!(w.len() < 400, "{} bytes: {w}", w.len());

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pimqtt_testkit::{poll, Broker, Proc, Stream, DEADLINE};
+use pimqtt_testkit::{Broker, Proc, Stream, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_tank-sensor");
 
@@ -23,15 +23,7 @@ fn stdin_levels_are_published_at_once() {
 
     s.write_stdin("abc\n101\n\nNaN\n40\n");
     w.expect("tank/1/level", r#"{"level":40.0}"#);
-    // Written before 40 was published, but read by another thread.
-    let read = || -> Vec<String> {
-        s.stderr()
-            .into_iter()
-            .filter(|l| l.contains("stdin line"))
-            .collect()
-    };
-    poll(DEADLINE, || read().len() >= 3);
-    let warnings = read();
+    let warnings = s.stderr_with("stdin line", 3);
     assert_eq!(warnings.len(), 3, "{warnings:#?}");
     assert!(
         warnings[0].contains("line 2") && warnings[0].contains("abc"),

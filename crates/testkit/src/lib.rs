@@ -835,6 +835,20 @@ impl Proc {
     }
 
     /// Every stderr line seen so far.
+    /// The stderr lines containing `text`, once there are at least `n` (or
+    /// at the deadline): lines written before one on stdout may still be on
+    /// their way, since each pipe has its own reader thread.
+    pub fn stderr_with(&self, text: &str, n: usize) -> Vec<String> {
+        let read = || -> Vec<String> {
+            self.stderr()
+                .into_iter()
+                .filter(|l| l.contains(text))
+                .collect()
+        };
+        poll(DEADLINE, || read().len() >= n);
+        read()
+    }
+
     pub fn stderr(&self) -> Vec<String> {
         self.lines(Stream::Stderr)
     }
