@@ -161,8 +161,8 @@ fn a_bad_password_names_the_reason_code() {
 }
 
 /// Mosquitto 2.0.21 tells an MQTT 5 client it was taken over (DISCONNECT
-/// 0x8E); 2.0.11 closes the socket without a word, and the guess of
-/// MQTT 3.1.1 (led.rs, `a_sibling_with_the_same_id…`) still applies.
+/// 0x8E); 2.0.11 closes the socket without a word, and the instance mark
+/// (led.rs, `a_sibling_with_the_same_id…`) tells it there.
 #[test]
 fn a_takeover_is_named_by_the_broker() {
     let broker = Broker::start();

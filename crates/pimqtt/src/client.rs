@@ -18,8 +18,6 @@ pub(crate) struct Core {
     pub(crate) client: mqtt::AsyncClient,
     /// Connect options for each broker of `uris`, in order.
     pub(crate) connect: Vec<mqtt::ConnectOptions>,
-    /// The same with a clean session (see `worker::lost`).
-    pub(crate) fresh: Vec<mqtt::ConnectOptions>,
     pub(crate) client_id: String,
     /// The brokers (one, unless `-h` lists a cluster).
     pub(crate) uris: Vec<String>,

@@ -13,7 +13,12 @@
 //!   connection (the Paho client, its options), and the diagnosis of a
 //!   failed connect.
 //! - `worker` (private): the one thread per process that calls Paho outside
-//!   its callbacks: connects, reconnects on our schedule, publishes, closes.
+//!   its callbacks: connects, reconnects, publishes, closes.
+//! - `reconnect` (private): the reconnect policy, a pure state machine:
+//!   facts in (MQTT 5 reasons, refusals, the instance mark), when and where
+//!   to connect out; never a clean session, never a guess from timing.
+//! - `instance` (private): the instance mark, how a session learns as a
+//!   fact (on MQTT 3.1.1 too) that another process uses its client id.
 //! - [`store`]: an append-only file of keyed records, and `--sync`.
 //! - [`persist`]: Paho client persistence on a store, one per client.
 //! - `journal` (private): the inbox journal on a store: messages received
@@ -33,12 +38,14 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fleet;
+mod instance;
 mod journal;
 pub mod logging;
 pub mod options;
 mod paho_sys;
 pub mod payload;
 pub mod persist;
+mod reconnect;
 pub mod session;
 pub mod shutdown;
 pub mod store;
@@ -49,9 +56,9 @@ pub use cli::CommonArgs;
 pub use error::{ConnectError, ExitCode};
 pub use events::{Delivery, Event, Inbox, Next, Stop};
 pub use options::{SessionConfig, Will};
+pub use reconnect::retry_delay;
 pub use session::Session;
 pub use store::SyncMode;
-pub use worker::retry_delay;
 
 pub use payload::MAX_PAYLOAD;
 

@@ -58,9 +58,6 @@ pub struct Options {
     pub uri: String,
     /// Connect options for each of `uris`, in the same order.
     pub connect: Vec<mqtt::ConnectOptions>,
-    /// The same asking for a clean session: used once, to get out of a
-    /// session the broker keeps refusing (see `worker`).
-    pub fresh: Vec<mqtt::ConnectOptions>,
     pub create: mqtt::CreateOptions,
     /// Shared with the client's persistence (see [`Stamps`]).
     pub(crate) stamps: Stamps,
@@ -87,30 +84,16 @@ pub fn build(
     // the connection to any but the last is lost (`nextOrClose` in
     // MQTTAsyncUtils.c re-queues a CONNECT and calls the "connected"
     // callback again), behind the worker's back and racing its own connect.
-    let per_broker = |clean: bool| {
-        uris.iter()
-            .map(|uri| {
-                let mut conn = connect_options(common, config)?;
-                // (`clean_session` on MQTT 5 options would turn them into
-                // 3.1.1 ones.)
-                match (clean, common.session_expiry()) {
-                    (false, _) => {}
-                    (true, None) => {
-                        conn.clean_session(true);
-                    }
-                    (true, Some(_)) => {
-                        conn.clean_start(true);
-                    }
-                }
-                if uris.len() > 1 {
-                    conn.server_uris(&[uri]);
-                }
-                Ok(conn.finalize())
-            })
-            .collect::<Result<Vec<_>, ConnectError>>()
-    };
-    let connect = per_broker(false)?;
-    let fresh = per_broker(true)?;
+    let connect = uris
+        .iter()
+        .map(|uri| {
+            let mut conn = connect_options(common, config)?;
+            if uris.len() > 1 {
+                conn.server_uris(&[uri]);
+            }
+            Ok(conn.finalize())
+        })
+        .collect::<Result<Vec<_>, ConnectError>>()?;
     let uri = uris.join(", ");
     // The first is the client's "own" URI: Paho names the persistence after
     // it, so a single host keeps the files it had before lists existed.
@@ -142,7 +125,6 @@ pub fn build(
         uris,
         uri,
         connect,
-        fresh,
         create,
         stamps,
     })
@@ -356,12 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn the_fresh_options_are_clean_in_the_same_protocol() {
-        let o = build(&common(&[]), &config(), "x".into()).expect("options");
-        assert!(o.fresh[0].clean_session() && !o.connect[0].clean_session());
+    fn mqtt_5_sessions_are_durable_too() {
         let o = build(&common(&["-V", "5"]), &config(), "x".into()).expect("options");
-        assert!(o.fresh[0].clean_start() && !o.fresh[0].clean_session());
-        assert!(!o.connect[0].clean_start());
+        assert!(!o.connect[0].clean_start() && !o.connect[0].clean_session());
     }
 
     #[test]

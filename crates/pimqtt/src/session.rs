@@ -109,7 +109,6 @@ impl Session {
             key: Worker::key(),
             client,
             connect: opts.connect,
-            fresh: opts.fresh,
             client_id: opts.client_id,
             server: std::sync::Mutex::new(opts.uri.clone()),
             uris: opts.uris,
@@ -274,8 +273,7 @@ impl Lost {
                 cli.client_id()
             ),
         }
-        self.worker
-            .send(Job::Lost(self.key, std::time::Instant::now(), reason));
+        self.worker.send(Job::Lost(self.key, reason));
         self.events
             .send(Event::ConnectionLost { session: self.tag });
     }
@@ -346,7 +344,20 @@ fn install_callbacks(
     let status = core.status_topic.clone();
     let events = core.events.clone();
     let up = Arc::downgrade(core);
+    let mark_topic = crate::instance::topic(&core.client_id);
+    let mark = crate::instance::new_mark();
+    let (on_connect_topic, on_connect_mark) = (mark_topic.clone(), mark.clone());
     client.set_connected_callback(move |cli| {
+        // The instance mark (`instance.rs`): read back first, then written,
+        // at QoS 0: it costs no persistence, and a lost one only means one
+        // fact less.
+        if let Some(topic) = &on_connect_topic {
+            drop(cli.subscribe(topic, 0));
+            let msg = options::message(topic, on_connect_mark.as_str(), 0, true);
+            if let Err(e) = cli.try_publish(msg) {
+                debug!("could not publish the instance mark to {topic}: {e}");
+            }
+        }
         // Paho does not restore subscriptions after a reconnect, and a
         // clean session has none: subscribe every time.
         // One SUBSCRIBE per filter: aedes 1.2.0 with Redis persistence
@@ -388,8 +399,16 @@ fn install_callbacks(
     client.set_connection_lost_callback(move |cli| lost.report(cli, None));
     let events = core.events.clone();
     let client_id = core.client_id.clone();
+    let facts = Worker::get();
+    let mut mark = crate::instance::Mark::new(mark);
     client.set_message_callback(move |_, msg| {
         if let Some(msg) = msg {
+            if mark_topic.as_deref() == Some(msg.topic()) {
+                if let Some(fact) = mark.read(msg.payload(), msg.retained()) {
+                    facts.send(Job::Fact(key, fact));
+                }
+                return;
+            }
             let release = crate::paho_sys::releasing_msgid()
                 .and_then(|msgid| Some((msgid, stamps.get(msgid)?)));
             events.deliver(tag, &client_id, msg, release);

@@ -23,50 +23,24 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use paho_mqtt as mqtt;
 
-use crate::client::{diagnose, tcp_reachable, Core, Diagnosis};
+use crate::client::{diagnose, Core, Diagnosis};
 use crate::events::Event;
 use crate::options::OP_TIMEOUT;
+use crate::reconnect::{Decision, Fact, Loss, Policy};
 
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often pending connects are looked at.
 const POLL: Duration = Duration::from_millis(10);
-/// A connection dropped sooner than this after it was made, by a broker
-/// that is still there, counts as a "kick" (another client with our id
-/// took the session over).
-const SHORT_LIVED: Duration = Duration::from_secs(10);
-/// How long "is the broker still there?" may take.
-const PROBE: Duration = Duration::from_millis(200);
-/// A connection closed this soon after it was made, by a broker still up,
-/// was closed for something we sent at once: not another client (that
-/// takes the other's reconnect delay, a second or more).
-const REFUSED_WITHIN: Duration = Duration::from_millis(300);
-/// Such closings in a row before the session is started afresh.
-const REFUSALS: u32 = 3;
-/// Kicks in a row before we say so and back off.
-const KICKS: u32 = 3;
 /// How often a connection we hold is checked with Paho (see [`watch`]).
 const WATCH: Duration = Duration::from_secs(2);
-
-/// The wait before reconnect attempt `n` (from 0): 1 s for the first ten, so
-/// a device is back within about a second of a broker restart or a network
-/// blip, then doubling up to 30 s so a long outage costs little. (Paho's own
-/// automatic reconnect doubles from the first failure: 1, 2, 4 s… which left
-/// clients away for seconds after a broker that restarted in a fraction of one.)
-pub fn retry_delay(attempt: u32) -> Duration {
-    if attempt < 10 {
-        RETRY_FIRST
-    } else {
-        (RETRY_FIRST * (1u32 << (attempt - 9).min(5))).min(RETRY_MAX)
-    }
-}
 
 pub(crate) enum Job {
     /// A new session: connect it now, and again whenever it is lost.
     Add(Arc<Core>),
     /// A connection was lost (when Paho said so); with MQTT 5, the reason
     /// the broker gave.
-    Lost(usize, Instant, Option<mqtt::ReasonCode>),
+    Lost(usize, Option<mqtt::ReasonCode>),
+    /// Something the session learnt while connected (its instance mark).
+    Fact(usize, Fact),
     Publish(usize, mqtt::Message),
     /// `offline`, DISCONNECT, then [`Event::Closed`] for each.
     Close(Vec<usize>),
@@ -118,15 +92,8 @@ enum State {
         token: mqtt::Token,
     },
     Connected {
-        since: Instant,
         /// When to check next that Paho still has the connection.
         check: Instant,
-    },
-    /// Connected with a clean session, which is being closed so that the
-    /// next connect makes a durable one again.
-    Renewing {
-        token: mqtt::Token,
-        since: Instant,
     },
     /// Refused for good; nothing more is tried.
     Failed,
@@ -137,17 +104,7 @@ struct Link {
     state: State,
     /// The broker of `core.uris` connected to, or to try next.
     server: usize,
-    /// Brokers of the list tried, one after the other, in this round.
-    tried: usize,
-    /// Failed rounds (every broker of the list tried) since the last success.
-    attempt: u32,
-    /// Short-lived connections in a row.
-    kicks: u32,
-    told_kicks: bool,
-    /// Connections closed as soon as made, in a row.
-    refusals: u32,
-    /// Connect next with a clean session, then again with a durable one.
-    fresh: bool,
+    policy: Policy,
 }
 
 fn run(rx: &Receiver<Job>) {
@@ -177,7 +134,7 @@ fn next_wake(links: &HashMap<usize, Link>) -> Option<Instant> {
         .values()
         .filter_map(|l| match l.state {
             State::Waiting { at } => Some(at),
-            State::Connecting { .. } | State::Renewing { .. } => Some(Instant::now() + POLL),
+            State::Connecting { .. } => Some(Instant::now() + POLL),
             State::Connected { check, .. } => Some(check),
             State::Failed => None,
         })
@@ -187,24 +144,26 @@ fn next_wake(links: &HashMap<usize, Link>) -> Option<Instant> {
 fn handle(job: Job, links: &mut HashMap<usize, Link>) {
     match job {
         Job::Add(core) => {
+            let policy = Policy::new(core.uris.len(), crate::instance::random() ^ core.key as u64);
             links.insert(
                 core.key,
                 Link {
+                    server: policy.first(),
                     core,
                     state: State::Waiting { at: Instant::now() },
-                    server: 0,
-                    tried: 0,
-                    attempt: 0,
-                    kicks: 0,
-                    told_kicks: false,
-                    refusals: 0,
-                    fresh: false,
+                    policy,
                 },
             );
         }
-        Job::Lost(key, at, reason) => {
+        Job::Lost(key, reason) => {
             if let Some(link) = links.get_mut(&key) {
-                lost(link, reason, at, Instant::now());
+                lost(link, reason, Instant::now());
+            }
+        }
+        Job::Fact(key, fact) => {
+            if let Some(link) = links.get_mut(&key) {
+                let decision = link.policy.on(fact);
+                act(link, decision, Instant::now());
             }
         }
         Job::Publish(key, msg) => {
@@ -219,126 +178,69 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
     }
 }
 
-/// A connection went away: back on [`retry_delay`]'s schedule, unless it keeps
-/// being taken over, which is said once and slowed down. With a list of
-/// brokers (a cluster), the next one is tried first: the one lost is likely
-/// down.
-///
-/// With MQTT 5 the broker says why it closed the connection: "session
-/// taken over" (0x8E) is a kick, any other reason is not, and nothing needs
-/// guessing. With MQTT 3.1.1 (or a socket that just closed) a takeover and
-/// a broker restart look alike from here, so a short-lived connection
-/// counts as a kick only if the broker still accepts connections right
-/// after: a restarting Mosquitto closes its listeners before its clients'
-/// connections. Without that check, a few quick restarts in a row were
-/// taken for a sibling and slowed reconnecting to 2 s and more.
-///
-/// A connection closed *as soon as* it is made, again and again, is another
-/// matter: Mosquitto 2.0.21 closes one ("protocol error") whenever a client
-/// sends a QoS 2 PUBLISH it already holds a second time, which Paho does at
-/// each reconnect until it gets the PUBREC that the closing prevents
-/// (eclipse-mosquitto/mosquitto#3602, open): the session is stuck for good.
-/// Only a clean session gets out of it, so the next connect asks for one
-/// (dropping what was in flight either way, and what the broker had queued
-/// for us) and the one after that makes a durable session again.
-fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, at: Instant, now: Instant) {
-    // Lost while the clean session's DISCONNECT is under way: the next
-    // CONNECT waits until Paho has finished with it (`step`), so that no
-    // connection is made while Paho may still be closing the last one.
-    if matches!(link.state, State::Renewing { .. }) {
+/// A connection went away: the policy (`reconnect.rs`) says when to try
+/// again and where, from what is known of the cause: with MQTT 5 the
+/// broker's reason code, otherwise nothing, which gets the ordinary
+/// schedule. The session is never started afresh.
+fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, now: Instant) {
+    if !matches!(
+        link.state,
+        State::Connected { .. } | State::Connecting { .. }
+    ) {
         return;
     }
-    let lifetime = match link.state {
-        State::Connected { since, .. } => Some(now - since),
-        // Connected a moment ago, not yet polled.
-        State::Connecting { .. } => Some(Duration::ZERO),
-        State::Waiting { .. } | State::Renewing { .. } | State::Failed => None,
+    let loss = match reason {
+        Some(r) => Loss::Reason(r as u8),
+        None => Loss::Unknown,
     };
-    let short = lifetime.is_some_and(|l| l < SHORT_LIVED);
-    let in_use = link.core.target.servers.get(link.server);
-    let quick = lifetime.is_some_and(|l| l < REFUSED_WITHIN);
-    // `None`: cannot tell; the counts in a row stay as they are.
-    let (kicked, refused) = match reason {
-        Some(r) => (
-            Some(r == mqtt::ReasonCode::SessionTakenOver),
-            Some(quick && r == mqtt::ReasonCode::ProtocolError),
-        ),
-        None => {
-            // Only a prompt look tells: a loss taken up late (a fleet's
-            // fifty at once on a loaded machine) may find a broker that
-            // restarted meanwhile. Quick restarts were then taken for #3602
-            // refusals (below), even on Mosquitto 2.0.11: a clean session
-            // each time, dropping what was in flight (57 in one soak run).
-            let prompt = now.saturating_duration_since(at) < PROBE;
-            if short && !prompt {
-                (None, None)
-            } else {
-                let up = short && in_use.is_some_and(|s| tcp_reachable(&s.host, s.port, PROBE));
-                (Some(up && !quick), Some(up && quick))
-            }
-        }
-    };
-    let count = |n: u32, seen: Option<bool>| match seen {
-        Some(true) => n + 1,
-        Some(false) => 0,
-        None => n,
-    };
-    link.refusals = count(link.refusals, refused);
-    if link.refusals >= REFUSALS {
-        link.refusals = 0;
-        link.fresh = true;
+    if let Some(refused) = crate::paho_sys::release_refused(&link.core.client) {
         warn!(
-            "{}: the broker closes this connection as soon as it is made ({REFUSALS} times in a \
-             row): Mosquitto 2.0.21 does so to a session with a QoS 2 message it refuses to \
-             take again (eclipse-mosquitto#3602). Starting a clean session: messages in flight \
-             and queued for it are dropped",
+            "{}: the broker has now been sent the same QoS 2 message three times without \
+             answering it ({refused}); Mosquitto 2.0.21 closes the connection for that \
+             (eclipse-mosquitto#3602). It is released instead of sent again: the broker \
+             completes it if it holds it, and it is lost if it does not",
             link.core.client_id
         );
     }
-    link.kicks = count(link.kicks, kicked);
-    link.server = (link.server + 1) % link.core.uris.len().max(1);
-    link.tried = 0;
-    let delay = if link.kicks >= KICKS {
-        if !link.told_kicks {
-            link.told_kicks = true;
-            let id = &link.core.client_id;
-            warn!(
-                "{id}: the broker keeps closing this connection right after it is made; \
-                 another client is probably using the client id {id:?} (a service and a \
-                 manual run?). Stop the other one, or give this one its own id with -i. \
-                 Retrying less often meanwhile"
-            );
+    let decision = link.policy.on(Fact::Lost(loss));
+    if loss == Loss::Reason(mqtt::ReasonCode::SessionTakenOver as u8)
+        && link.policy.tell_on_takeover()
+    {
+        tell_same_id(&link.core.client_id);
+    }
+    act(link, decision, now);
+}
+
+/// Carries out what the policy decided.
+fn act(link: &mut Link, decision: Decision, now: Instant) {
+    match decision {
+        Decision::Stay => {}
+        Decision::Connect { server, after } => {
+            link.server = server;
+            link.state = State::Waiting { at: now + after };
         }
-        retry_delay(9 + link.kicks - KICKS + 1)
-    } else {
-        retry_delay(0)
-    };
-    link.state = State::Waiting { at: now + delay };
+        Decision::TellSameId => tell_same_id(&link.core.client_id),
+    }
+}
+
+fn tell_same_id(id: &str) {
+    warn!(
+        "{id}: another client is using the client id {id:?} (a service and a manual run?): \
+         the broker gives the session to whichever connected last. Stop the other one, or \
+         give this one its own id with -i. Retrying less often meanwhile"
+    );
 }
 
 fn step(links: &mut HashMap<usize, Link>, now: Instant) {
     for link in links.values_mut() {
         match &mut link.state {
             State::Waiting { at } if *at <= now => {
-                let all = if link.fresh {
-                    &link.core.fresh
-                } else {
-                    &link.core.connect
-                };
-                let Some(opts) = all.get(link.server) else {
+                let Some(opts) = link.core.connect.get(link.server) else {
                     link.server = 0;
                     continue;
                 };
                 let token = link.core.client.connect(opts.clone());
                 link.state = State::Connecting { token };
-            }
-            State::Renewing { token, since } => {
-                // Paho never completes a DISCONNECT it takes up after the
-                // connection was already lost: do not wait on it for ever.
-                let closed = token.try_wait().is_some() || now - *since >= OP_TIMEOUT;
-                if closed {
-                    link.state = State::Waiting { at: now };
-                }
             }
             State::Connecting { token } => {
                 let Some(result) = token.try_wait() else {
@@ -346,7 +248,7 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
                 };
                 attempted(link, result, now);
             }
-            State::Connected { check, .. } if *check <= now => {
+            State::Connected { check } if *check <= now => {
                 *check = now + WATCH;
                 watch(link, now);
             }
@@ -356,11 +258,12 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
 }
 
 /// A connection Paho no longer has, although it never called "connection
-/// lost", is taken as lost, so a session cannot stay silent for good with
-/// its publications buffered. Why: in one soak run two sessions went quiet
-/// that way right after [`lost`]'s #3602 recovery (a clean session, closed
-/// again at once) met a broker restart. `Core::up` says whether the loss
-/// was already reported, so it is reported once either way.
+/// lost", is taken as lost (Paho's own word, `is_connected`: a fact), so a
+/// session cannot stay silent for good with its publications buffered. Why:
+/// in one soak run two sessions went quiet that way after a clean session
+/// (an old #3602 recovery, since removed) met a broker restart. `Core::up`
+/// says whether the loss was already reported, so it is reported once
+/// either way.
 fn watch(link: &mut Link, now: Instant) {
     let core = &link.core;
     if core.client.is_connected() || !core.up.swap(false, Ordering::SeqCst) {
@@ -372,7 +275,7 @@ fn watch(link: &mut Link, now: Instant) {
     );
     core.events
         .send(Event::ConnectionLost { session: core.tag });
-    lost(link, None, now, now);
+    lost(link, None, now);
 }
 
 fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: Instant) {
@@ -394,23 +297,8 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
             if let Ok(mut s) = core.server.lock() {
                 *s = server;
             }
-            link.tried = 0;
-            link.attempt = 0;
-            link.state = if std::mem::take(&mut link.fresh) {
-                // The stuck session is gone; now a durable one again.
-                let opts = mqtt::DisconnectOptionsBuilder::new()
-                    .timeout(Duration::ZERO)
-                    .finalize();
-                State::Renewing {
-                    token: core.client.disconnect(opts),
-                    since: now,
-                }
-            } else {
-                State::Connected {
-                    since: now,
-                    check: now + WATCH,
-                }
-            };
+            link.policy.on(Fact::Connected);
+            link.state = State::Connected { check: now + WATCH };
         }
         Err(e) => match diagnose(core, &e, link.server) {
             Diagnosis::Fatal(error) => {
@@ -421,33 +309,24 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                 link.state = State::Failed;
             }
             Diagnosis::Retry(why) => {
-                // The next broker of the list at once; the schedule's
-                // wait only once every one of them has been tried.
-                let n = core.uris.len().max(1);
-                link.server = (link.server + 1) % n;
-                link.tried += 1;
-                if link.tried < n {
-                    log::debug!(
-                        "{why}; trying {} next",
-                        core.uris.get(link.server).map_or("", String::as_str)
-                    );
-                    link.state = State::Waiting { at: now };
-                    return;
+                let decision = link.policy.on(Fact::AttemptFailed);
+                if let Decision::Connect { server, after } = decision {
+                    let n = core.uris.len().max(1);
+                    if after.is_zero() && n > 1 {
+                        log::debug!(
+                            "{why}; trying {} next",
+                            core.uris.get(server).map_or("", String::as_str)
+                        );
+                    } else {
+                        let all = if n > 1 {
+                            " (nor any other broker of the list)"
+                        } else {
+                            ""
+                        };
+                        warn!("{why}{all}; retrying in {:.1}s", after.as_secs_f64());
+                    }
                 }
-                link.tried = 0;
-                let delay = if link.kicks >= KICKS {
-                    retry_delay(9 + link.kicks - KICKS + 1)
-                } else {
-                    retry_delay(link.attempt)
-                };
-                link.attempt += 1;
-                let all = if n > 1 {
-                    " (nor any other broker of the list)"
-                } else {
-                    ""
-                };
-                warn!("{why}{all}; retrying in {}s", delay.as_secs());
-                link.state = State::Waiting { at: now + delay };
+                act(link, decision, now);
             }
         },
     }
@@ -507,20 +386,5 @@ fn close(keys: &[usize], links: &mut HashMap<usize, Link>) {
         l.core.events.send(Event::Closed {
             session: l.core.tag,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_every_second_then_back_off_to_30s() {
-        assert_eq!(retry_delay(0), Duration::from_secs(1));
-        assert_eq!(retry_delay(9), Duration::from_secs(1));
-        assert_eq!(retry_delay(10), Duration::from_secs(2));
-        assert_eq!(retry_delay(13), Duration::from_secs(16));
-        assert_eq!(retry_delay(14), Duration::from_secs(30));
-        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(30));
     }
 }

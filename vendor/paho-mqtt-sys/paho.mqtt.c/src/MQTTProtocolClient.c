@@ -211,6 +211,7 @@ Messages* MQTTProtocol_createMessage(Publish* publish, Messages **mm, int qos, i
 	if (!m)
 		goto exit;
 	m->len = sizeof(Messages);
+	m->resends = 0; /* pi-mqtt patch: see pimqtt_release_refused */
 	if (*mm == NULL || (*mm)->publish == NULL)
 	{
 		int len1;
@@ -875,6 +876,8 @@ static void MQTTProtocol_retries(START_TIME_TYPE now, Clients* client, int regar
 				memcpy(publish.mask, m->publish->mask, sizeof(publish.mask));
 				rc = MQTTPacket_send_publish(&publish, 1, m->qos, m->retain, &client->net, client->clientID);
 				memcpy(m->publish->mask, publish.mask, sizeof(m->publish->mask)); /* store websocket mask used in send */
+				if (regardless && m->qos == 2)
+					++m->resends; /* pi-mqtt patch: see pimqtt_release_refused */
 				if (rc == SOCKET_ERROR)
 				{
 					client->good = 0;
