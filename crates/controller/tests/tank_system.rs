@@ -652,8 +652,33 @@ fn soak_fifty_broker_restarts_and_kills() {
     };
     eprintln!(
         "soak: {RESTARTS} broker restarts, {kills} programs killed: no crash, all loops back \
-         (in {took:.1?}), no alarm left; {} clean-session recoveries, {} silent losses caught",
-        said("Starting a clean session"),
+         (in {took:.1?}), no alarm left; {} clean sessions, {} QoS 2 publications released \
+         (#3602), {} silent losses caught",
+        sessions_lost(&procs),
+        said("It is released instead of sent again"),
         said("without reporting it lost")
     );
+}
+
+/// Durable sessions the broker no longer had at a reconnect: every
+/// "(new session)" connect of a client id after its first one.
+fn sessions_lost(procs: &[Proc]) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut lost = 0;
+    for line in procs.iter().flat_map(Proc::stderr) {
+        if !line.contains("(new session)") {
+            continue;
+        }
+        let Some(id) = line
+            .split(" connected to ")
+            .next()
+            .and_then(|head| head.split_whitespace().last())
+        else {
+            continue;
+        };
+        if !seen.insert(id.to_string()) {
+            lost += 1;
+        }
+    }
+    lost
 }
