@@ -241,10 +241,12 @@ impl Journal {
         }
     }
 
+    /// At a clean close: everything on the disk.
     pub(crate) fn flush(&self) {
         if let Ok(st) = self.state.lock() {
             let _ = st.store.flush();
         }
+        crate::store::report_stats();
     }
 }
 

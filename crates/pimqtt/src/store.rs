@@ -11,12 +11,20 @@
 //! it: the kernel has the writes; a power cut does): `never` leaves it to the
 //! kernel (about 30 s), `batched` syncs whatever was written within [`BATCH`]
 //! on a background thread, `always` syncs every record before going on.
+//!
+//! Power-cut testing: with `PIMQTT_POWERCUT_TRACE=<file>` in the
+//! environment, every point at which something became durable (a file
+//! synced up to a length, a directory entry synced, a file about to be
+//! replaced or truncated) is appended to that file, one `write` a line, so it
+//! survives `kill -9`; the testkit's `powercut` module then turns the state
+//! directory into what a power cut at that moment would have left (see
+//! [`trace`]). Unset, it costs one branch per sync.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -62,6 +70,61 @@ pub(crate) struct Store {
 struct Dirty {
     file: File,
     dirty: AtomicBool,
+    /// Held while syncing and while truncating, so a traced sync names the
+    /// length it covered.
+    lock: Mutex<()>,
+}
+
+impl Dirty {
+    /// Syncs the file's data (and its length).
+    fn sync(&self) -> io::Result<()> {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let len = trace::on()
+            .then(|| self.file.metadata().map(|m| m.len()).ok())
+            .flatten();
+        self.file.sync_data()?;
+        count_sync();
+        if let Some(len) = len {
+            trace::durable(&self.file, len);
+        }
+        Ok(())
+    }
+
+    /// Empties the file (a change that needs a sync like any write).
+    fn truncate(&self, path: &Path) -> io::Result<()> {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        trace::before_truncating(&self.file, path);
+        self.file.set_len(0)
+    }
+}
+
+/// State-file system calls since the start: syncs (files and directories)
+/// and bytes written, for the benchmarks (`store_stats`).
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+fn count_sync() {
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// (syncs, bytes written) to the state files since the process started.
+pub fn store_stats() -> (u64, u64) {
+    (
+        SYNCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// With `PIMQTT_STORE_STATS=<file>`, writes [`store_stats`] there
+/// (`syncs N` and `bytes N` lines): a clean close calls it, for
+/// `scripts/bench`.
+pub(crate) fn report_stats() {
+    if let Some(path) = std::env::var_os("PIMQTT_STORE_STATS") {
+        let (syncs, bytes) = store_stats();
+        if let Err(e) = fs::write(&path, format!("syncs {syncs}\nbytes {bytes}\n")) {
+            log::warn!("cannot write {}: {e}", Path::new(&path).display());
+        }
+    }
 }
 
 impl Store {
@@ -70,11 +133,15 @@ impl Store {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
+        let existed = trace::on() && path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)?;
+        if trace::on() && !existed {
+            trace::created(&file, &path);
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut live = HashMap::new();
@@ -119,7 +186,7 @@ impl Store {
 
     pub(crate) fn clear(&mut self) -> io::Result<()> {
         self.live.clear();
-        self.file.file.set_len(0)?;
+        self.file.truncate(&self.path)?;
         self.len = 0;
         Ok(())
     }
@@ -128,7 +195,7 @@ impl Store {
     /// (a clean close), unless the mode is `never`.
     pub(crate) fn flush(&self) -> io::Result<()> {
         if self.sync != SyncMode::Never {
-            self.file.file.sync_data()?;
+            self.file.sync()?;
         }
         Ok(())
     }
@@ -137,11 +204,12 @@ impl Store {
     fn append(&mut self, op: u8, key: &str, data: &[u8]) -> io::Result<()> {
         let record = encode(op, key, data);
         (&self.file.file).write_all(&record)?;
+        BYTES.fetch_add(record.len() as u64, Ordering::Relaxed);
         self.len += record.len() as u64;
         match self.sync {
             SyncMode::Never => {}
             SyncMode::Batched => self.file.dirty.store(true, Ordering::Release),
-            SyncMode::Always => self.file.file.sync_data()?,
+            SyncMode::Always => self.file.sync()?,
         }
         Ok(())
     }
@@ -150,7 +218,7 @@ impl Store {
     /// something stays live while traffic goes on.
     fn tidy(&mut self) -> io::Result<()> {
         if self.live.is_empty() && self.len >= EMPTY_AT {
-            self.file.file.set_len(0)?;
+            self.file.truncate(&self.path)?;
             self.len = 0;
         } else if self.len >= COMPACT_AT {
             self.rewrite()?;
@@ -168,14 +236,20 @@ impl Store {
         }
         {
             let mut f = File::create(&tmp)?;
+            trace::created(&f, &tmp);
             f.write_all(&body)?;
+            BYTES.fetch_add(body.len() as u64, Ordering::Relaxed);
             if self.sync != SyncMode::Never {
                 f.sync_data()?;
+                count_sync();
+                trace::durable(&f, body.len() as u64);
             }
         }
+        let kept = trace::before_replacing(&self.path);
         fs::rename(&tmp, &self.path)?;
         if self.sync != SyncMode::Never {
             sync_dir(&self.path);
+            trace::entry(&self.path, kept);
         }
         let file = OpenOptions::new().append(true).open(&self.path)?;
         self.file = watched(file, self.sync);
@@ -189,6 +263,7 @@ fn watched(file: File, sync: SyncMode) -> Arc<Dirty> {
     let dirty = Arc::new(Dirty {
         file,
         dirty: AtomicBool::new(false),
+        lock: Mutex::new(()),
     });
     if sync == SyncMode::Batched {
         syncer().watch(&dirty);
@@ -201,6 +276,7 @@ fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
+            count_sync();
         }
     }
 }
@@ -246,10 +322,156 @@ impl Syncer {
         };
         for log in live {
             if log.dirty.swap(false, Ordering::AcqRel) {
-                if let Err(e) = log.file.sync_data() {
+                if let Err(e) = log.sync() {
                     log::warn!("cannot sync a state file: {e}");
                 }
             }
+        }
+    }
+}
+
+/// The power-cut trace (`PIMQTT_POWERCUT_TRACE`): what a power cut at any
+/// moment would leave of the state files, written down as it happens.
+///
+/// One line per event, each one `write` to a file opened `O_APPEND` (so
+/// whole lines survive `kill -9`), the path last:
+///
+/// - `create INO PATH`: a new, empty file; none of it is durable yet, nor
+///   its name.
+/// - `durable INO LEN`: the file's first `LEN` bytes are on the disk.
+/// - `entry INO PATH`: `PATH` names that file on the disk (its directory was
+///   synced after a rename).
+/// - `link INO PATH`: before a rename over it, the file being replaced is
+///   kept under `PATH` (a hard link) until the rename is durable.
+/// - `saved INO PATH`: before an in-place truncation, the file's content was
+///   copied to `PATH`; until the next `durable INO`, a power cut brings the
+///   old content back (as far as it was durable).
+///
+/// The testkit's `powercut` module reads it after killing the program.
+pub(crate) mod trace {
+    use std::collections::HashMap;
+    use std::fs::{self, File, OpenOptions};
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+
+    fn file() -> Option<&'static File> {
+        #[cfg(test)]
+        if let Some(f) = TEST.with(std::cell::Cell::get) {
+            return Some(f);
+        }
+        static TRACE: OnceLock<Option<File>> = OnceLock::new();
+        TRACE
+            .get_or_init(|| {
+                let path = std::env::var_os("PIMQTT_POWERCUT_TRACE")?;
+                OpenOptions::new().create(true).append(true).open(path).ok()
+            })
+            .as_ref()
+    }
+
+    // Unit tests trace the stores of their own thread only (tests run side
+    // by side in one process).
+    #[cfg(test)]
+    thread_local! {
+        static TEST: std::cell::Cell<Option<&'static File>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// Traces this thread's stores to `path` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn this_thread_to(path: &Path) {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("trace file");
+        TEST.with(|t| t.set(Some(Box::leak(Box::new(f)))));
+    }
+
+    /// Whether the trace is on.
+    pub(crate) fn on() -> bool {
+        file().is_some()
+    }
+
+    fn line(text: String) {
+        if let Some(mut f) = file() {
+            let _ = f.write_all(text.as_bytes());
+        }
+    }
+
+    fn ino(file: &File) -> Option<u64> {
+        file.metadata().ok().map(|m| m.ino())
+    }
+
+    /// Copies kept for `saved` lines, by inode: obsolete once it is synced.
+    fn saved() -> &'static Mutex<HashMap<u64, Vec<PathBuf>>> {
+        static SAVED: OnceLock<Mutex<HashMap<u64, Vec<PathBuf>>>> = OnceLock::new();
+        SAVED.get_or_init(Mutex::default)
+    }
+
+    pub(crate) fn created(file: &File, path: &Path) {
+        if let (true, Some(ino)) = (on(), ino(file)) {
+            line(format!("create {ino} {}\n", path.display()));
+        }
+    }
+
+    pub(crate) fn durable(file: &File, len: u64) {
+        if let (true, Some(ino)) = (on(), ino(file)) {
+            line(format!("durable {ino} {len}\n"));
+            let copies = saved()
+                .lock()
+                .map(|mut s| s.remove(&ino))
+                .unwrap_or_default();
+            for copy in copies.unwrap_or_default() {
+                let _ = fs::remove_file(copy);
+            }
+        }
+    }
+
+    pub(crate) fn before_truncating(file: &File, path: &Path) {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let Some(ino) = on().then(|| ino(file)).flatten() else {
+            return;
+        };
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let copy = PathBuf::from(format!(
+            "{}.powercut-saved-{}-{n}",
+            path.display(),
+            std::process::id()
+        ));
+        if fs::copy(path, &copy).is_ok() {
+            line(format!("saved {ino} {}\n", copy.display()));
+            if let Ok(mut s) = saved().lock() {
+                s.entry(ino).or_default().push(copy);
+            }
+        }
+    }
+
+    /// Keeps the file at `path` (if any) under another name until the
+    /// rename over it is durable; returns that name.
+    pub(crate) fn before_replacing(path: &Path) -> Option<PathBuf> {
+        if !on() {
+            return None;
+        }
+        let ino = fs::metadata(path).ok()?.ino();
+        let link = PathBuf::from(format!("{}.powercut-prev-{ino}", path.display()));
+        let _ = fs::remove_file(&link);
+        fs::hard_link(path, &link).ok()?;
+        line(format!("link {ino} {}\n", link.display()));
+        Some(link)
+    }
+
+    /// `path`'s directory entry is durable.
+    pub(crate) fn entry(path: &Path, kept: Option<PathBuf>) {
+        if !on() {
+            return;
+        }
+        if let Ok(m) = fs::metadata(path) {
+            line(format!("entry {} {}\n", m.ino(), path.display()));
+        }
+        if let Some(link) = kept {
+            let _ = fs::remove_file(link);
         }
     }
 }
@@ -378,5 +600,115 @@ mod tests {
         }
         let len = fs::metadata(path).expect("file").len();
         assert!(len < EMPTY_AT, "file of {len} bytes");
+    }
+
+    /// A traced temp dir for power-cut tests: (root, state dir, trace).
+    fn traced() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let root = tempfile::tempdir().expect("temp dir");
+        let state = root.path().join("state");
+        fs::create_dir_all(&state).expect("state dir");
+        let trace = root.path().join("trace");
+        trace::this_thread_to(&trace);
+        (root, state, trace)
+    }
+
+    #[test]
+    fn a_power_cut_keeps_what_was_synced_only() {
+        let (_root, state, trace) = traced();
+        let path = state.join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Always).expect("open");
+        s.put("c-1", b"synced".to_vec()).expect("put");
+        s.put("r-2", b"synced too".to_vec()).expect("put");
+        // From here on, written but not synced.
+        s.sync = SyncMode::Never;
+        s.put("c-3", b"lost".to_vec()).expect("put");
+        s.remove("c-1").expect("remove");
+        drop(s); // killed
+        let cut = pimqtt_testkit::powercut::apply(&state, &trace, None);
+        assert!(cut.bytes_dropped > 0, "{cut:?}");
+        let after = Store::open(path, SyncMode::Always).expect("open");
+        assert_eq!(sorted(&after), ["c-1", "r-2"]);
+    }
+
+    #[test]
+    fn a_file_never_synced_is_gone_after_a_power_cut() {
+        let (_root, state, trace) = traced();
+        let path = state.join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Always).expect("open");
+        s.put("c-1", b"synced".to_vec()).expect("put");
+        let other = state.join("t.log");
+        let f = File::create(&other).expect("create");
+        trace::created(&f, &other);
+        (&f).write_all(b"never synced").expect("write");
+        let cut = pimqtt_testkit::powercut::apply(&state, &trace, None);
+        assert_eq!(cut.files_removed, 1, "{cut:?}");
+        assert!(!other.exists() && path.exists());
+    }
+
+    #[test]
+    fn a_rename_whose_directory_was_not_synced_is_undone() {
+        let (_root, state, trace) = traced();
+        let path = state.join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Always).expect("open");
+        s.put("c-1", b"old".to_vec()).expect("put");
+        // Replaced by a synced file, but the directory is not synced.
+        let tmp = state.join("s.tmp");
+        let mut f = File::create(&tmp).expect("create");
+        trace::created(&f, &tmp);
+        let record = encode(PUT, "c-9", b"new");
+        f.write_all(&record).expect("write");
+        f.sync_data().expect("sync");
+        trace::durable(&f, record.len() as u64);
+        let kept = trace::before_replacing(&path);
+        assert!(kept.is_some());
+        fs::rename(&tmp, &path).expect("rename");
+        drop(s);
+        let cut = pimqtt_testkit::powercut::apply(&state, &trace, None);
+        assert_eq!(cut.renames_undone, 1, "{cut:?}");
+        let after = Store::open(path, SyncMode::Always).expect("open");
+        assert_eq!(sorted(&after), ["c-1"]);
+        let leftovers: Vec<_> = fs::read_dir(&state)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| n.to_string_lossy().contains("powercut"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_truncation_not_synced_is_undone() {
+        let (_root, state, trace) = traced();
+        let path = state.join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Always).expect("open");
+        s.put("r-1", b"kept".to_vec()).expect("put");
+        s.sync = SyncMode::Never;
+        s.clear().expect("clear");
+        s.put("r-2", b"after".to_vec()).expect("put");
+        drop(s);
+        let cut = pimqtt_testkit::powercut::apply(&state, &trace, None);
+        assert_eq!(cut.truncations_undone, 1, "{cut:?}");
+        let after = Store::open(path, SyncMode::Always).expect("open");
+        assert_eq!(sorted(&after), ["r-1"]);
+    }
+
+    #[test]
+    fn a_seeded_cut_keeps_a_prefix_of_what_was_written() {
+        for seed in 1..40 {
+            let (_root, state, trace) = traced();
+            let path = state.join("s.log");
+            let mut s = Store::open(path.clone(), SyncMode::Always).expect("open");
+            s.put("k-0", b"synced".to_vec()).expect("put");
+            s.sync = SyncMode::Never;
+            for i in 1..6 {
+                s.put(&format!("k-{i}"), vec![b'x'; 40]).expect("put");
+            }
+            drop(s);
+            let mut dice = pimqtt_testkit::powercut::Seeded::new(seed);
+            pimqtt_testkit::powercut::apply(&state, &trace, Some(&mut dice));
+            let after = Store::open(path, SyncMode::Always).expect("open");
+            let n = after.live().len();
+            let want: Vec<String> = (0..n).map(|i| format!("k-{i}")).collect();
+            assert_eq!(sorted(&after), want, "seed {seed}");
+        }
     }
 }

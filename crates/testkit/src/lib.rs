@@ -29,6 +29,7 @@ mod broker;
 mod cluster;
 mod peer;
 mod proc;
+pub mod powercut;
 
 pub use audit::*;
 pub use broker::*;
