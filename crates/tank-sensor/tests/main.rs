@@ -3,4 +3,5 @@
 //! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
 
 mod persistence;
+mod stop;
 mod tank_sensor;
