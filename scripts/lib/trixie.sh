@@ -28,14 +28,20 @@ TRIXIE_PACKAGES=(
 TRIXIE_STAMP="$TRIXIE_ROOT/.pi-mqtt-root"
 
 # The Debian mirror: $PIMQTT_DEBIAN_MIRROR, else the URI of this machine's
-# Debian entry (deb822 or one-line), else deb.debian.org.
+# Debian entry in its apt sources (deb822 or one-line). No host is built in:
+# with neither, it says so and fails (a machine that installs Debian packages
+# has one; a mirror of our choosing might not be reachable from it).
 trixie_mirror() {
   if [[ -n "${PIMQTT_DEBIAN_MIRROR:-}" ]]; then echo "$PIMQTT_DEBIAN_MIRROR"; return; fi
   local uri
   uri="$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)"
   [[ -n "$uri" ]] || uri="$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:.*\/debian\/?$/) { print $i; exit } }' \
     /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n 1 || true)"
-  echo "${uri:-http://deb.debian.org/debian}"
+  if [[ -z "$uri" ]]; then
+    echo "${prog:-trixie}: no Debian mirror in this machine's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/): set PIMQTT_DEBIAN_MIRROR to the URI of one (ending in /debian)" >&2
+    return 1
+  fi
+  echo "$uri"
 }
 
 trixie_need_root() {
@@ -78,7 +84,7 @@ trixie_root_ensure() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
   fi
   local mirror tmp="$TRIXIE_ROOT.tmp"
-  mirror="$(trixie_mirror)"
+  mirror="$(trixie_mirror)" || return 1
   echo "${prog:-trixie}: making the Debian trixie root $TRIXIE_ROOT (debootstrap from $mirror)"
   rm -rf "$tmp" "$TRIXIE_ROOT"
   mkdir -p "$(dirname "$TRIXIE_ROOT")"
