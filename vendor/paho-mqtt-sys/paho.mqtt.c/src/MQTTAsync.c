@@ -1460,7 +1460,10 @@ int pimqtt_release_refused(const char* clientID, int min_resends, char* topic, i
 					int n = 0;
 					if (msg->publish && msg->publish->topic)
 					{
-						n = msg->publish->topiclen < topic_len - 1 ? msg->publish->topiclen : topic_len - 1;
+						/* strlen, not publish->topiclen: that is set only for messages received
+						 * (our own publications' Publish never had it set: ASan read 0xbebebebe) */
+						size_t len = strlen(msg->publish->topic);
+						n = len < (size_t)(topic_len - 1) ? (int)len : topic_len - 1;
 						memcpy(topic, msg->publish->topic, n);
 					}
 					topic[n] = '\0';
