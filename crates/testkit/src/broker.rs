@@ -166,22 +166,13 @@ impl Broker {
     }
 
     pub fn host_args(&self) -> Vec<String> {
-        vec![
-            "-h".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            self.port.to_string(),
-        ]
+        host_args(self.port)
     }
 
     /// The flags that point one of our programs at this broker with its
     /// own Paho state directory, followed by `extra`.
     pub fn args(&self, state: &Path, extra: &[&str]) -> Vec<String> {
-        let mut a = self.host_args();
-        a.push("--state-dir".into());
-        a.push(state.display().to_string());
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        program_args(self.port, state, extra)
     }
 
     /// Runs the program `exe` against this broker: [`Broker::args`] with
@@ -212,6 +203,27 @@ impl Drop for Broker {
             let _ = child.wait();
         }
     }
+}
+
+/// `-h 127.0.0.1 -p PORT`: a program pointed at a loopback port (a
+/// [`Broker`]'s, or a [`Proxy`](crate::Proxy)'s in front of one).
+pub(crate) fn host_args(port: u16) -> Vec<String> {
+    vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+    ]
+}
+
+/// [`host_args`], then `--state-dir STATE`, then `extra`. `-V 5` is added
+/// by [`Proc::spawn`] when `PIMQTT_PROTOCOL=5` ([`crate::protocol_5`]).
+pub(crate) fn program_args(port: u16, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = host_args(port);
+    a.push("--state-dir".into());
+    a.push(state.display().to_string());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
 }
 
 /// The Mosquitto that [`Broker`] runs: `$PIMQTT_MOSQUITTO` (a command or a

@@ -17,8 +17,9 @@
 //! Mosquitto, free ports), `cluster.rs` (the aedes cluster), `peer.rs`
 //! (Paho peers), `proc.rs` (a running binary, signals, other packages'
 //! binaries), `audit.rs` (what a fault test applied against what was
-//! sent); waiting ([`poll`], [`wait_until`]) and the `--help` check are
-//! here.
+//! sent), `chaos.rs` (a proxy that injects network faults; a seeded
+//! schedule of them in chaos/schedule.rs); waiting ([`poll`],
+//! [`wait_until`]) and the `--help` check are here.
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should fail the test loudly
 
@@ -26,13 +27,15 @@ use std::time::{Duration, Instant};
 
 mod audit;
 mod broker;
+mod chaos;
 mod cluster;
 mod peer;
-mod proc;
 pub mod powercut;
+mod proc;
 
 pub use audit::*;
 pub use broker::*;
+pub use chaos::*;
 pub use cluster::*;
 pub use peer::*;
 pub use proc::*;
