@@ -121,6 +121,8 @@ impl fmt::Display for Fault {
 pub struct Chaos<'a> {
     pub seed: u64,
     rng: Rng,
+    /// Picks the connections of the current step's resets.
+    picks: Rng,
     restart: Option<Box<dyn FnMut() + 'a>>,
 }
 
@@ -144,6 +146,7 @@ impl<'a> Chaos<'a> {
         Chaos {
             seed,
             rng: Rng::new(seed),
+            picks: Rng::new(!seed),
             restart: None,
         }
     }
@@ -160,6 +163,10 @@ impl<'a> Chaos<'a> {
         let pause = self
             .rng
             .between(Duration::from_millis(100), Duration::from_millis(600));
+        // Which connections a reset picks depends on how many there are:
+        // drawn from a source of the step's own, so that the schedule
+        // replays all the same.
+        self.picks = Rng::new(self.rng.next_u64());
         (fault, pause)
     }
 
@@ -174,13 +181,13 @@ impl<'a> Chaos<'a> {
         while !left().is_zero() {
             let (fault, pause) = self.next_step();
             let at = start.elapsed();
-            eprintln!("chaos {:>8.3}s: {fault}", at.as_secs_f64());
+            eprintln!("chaos {:>8.3}s ({}): {fault}", at.as_secs_f64(), utc_now());
             match &fault {
                 Fault::ResetAll => {
                     proxy.reset_all();
                 }
                 Fault::ResetSome(x) => {
-                    proxy.reset_some(*x, &mut self.rng);
+                    proxy.reset_some(*x, &mut self.picks);
                 }
                 Fault::Cut => {
                     proxy.cut_mid_packet();
@@ -192,7 +199,7 @@ impl<'a> Chaos<'a> {
                 }
                 Fault::Refuse(d, x) => {
                     proxy.refuse(true);
-                    proxy.reset_some(*x, &mut self.rng);
+                    proxy.reset_some(*x, &mut self.picks);
                     std::thread::sleep((*d).min(left()));
                     proxy.refuse(false);
                 }
@@ -212,12 +219,30 @@ impl<'a> Chaos<'a> {
         }
         proxy.heal();
         eprintln!(
-            "chaos {:>8.3}s: healed after {} faults (seed {}); {:?}",
+            "chaos {:>8.3}s ({}): healed after {} faults (seed {}); {:?}",
             start.elapsed().as_secs_f64(),
+            utc_now(),
             steps.len(),
             self.seed,
             proxy.counts()
         );
         steps
     }
+}
+
+/// The time of day, UTC, as the programs' log lines give it (`12:34:56.789`),
+/// to match a step with what the programs and the broker said.
+fn utc_now() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
