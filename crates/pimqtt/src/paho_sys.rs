@@ -49,50 +49,6 @@ pub(crate) fn protocol_trace_only() {
 extern "C" {
     /// Our patch to the vendored Paho C (vendor/README.md, point 8).
     fn pimqtt_releasing_msgid() -> c_int;
-    /// Our patch to the vendored Paho C (vendor/README.md, point 9).
-    fn pimqtt_release_refused(
-        client_id: *const c_char,
-        min_resends: c_int,
-        topic: *mut c_char,
-        topic_len: c_int,
-    ) -> c_int;
-}
-
-/// The sends a QoS 2 publication gets at reconnects before Mosquitto 2.0.21
-/// closes the connection at the next one (its first re-send is answered,
-/// the second is refused: eclipse-mosquitto#3602).
-const REFUSED_AFTER: c_int = 2;
-
-/// After a lost connection: the QoS 2 publication that Mosquitto 2.0.21
-/// refuses for good (sent again at two reconnects in a row and never
-/// answered) is moved on to its PUBREL, so the session is not closed at
-/// every connect for ever. The fact used is what this client sent, not
-/// timing. Returns "packet id N, topic T" when one was, for the warning.
-pub(crate) fn release_refused(client: &paho_mqtt::AsyncClient) -> Option<String> {
-    let id = std::ffi::CString::new(client.client_id()).ok()?;
-    let mut topic = [0 as c_char; 256];
-    #[allow(unsafe_code)]
-    // SAFETY: `id` is a NUL-terminated string and `topic` a buffer of the
-    // length given, both valid for the call; Paho copies at most
-    // `topic_len - 1` bytes and a NUL into it, under its own lock.
-    let msgid = unsafe {
-        pimqtt_release_refused(
-            id.as_ptr(),
-            REFUSED_AFTER,
-            topic.as_mut_ptr(),
-            topic.len() as c_int,
-        )
-    };
-    if msgid == 0 {
-        return None;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: Paho wrote a NUL-terminated string into `topic`.
-    let topic = unsafe { std::ffi::CStr::from_ptr(topic.as_ptr()) };
-    Some(format!(
-        "packet id {msgid}, topic {}",
-        crate::payload::quote(topic.to_bytes())
-    ))
 }
 
 /// Inside the message callback: the packet id of the QoS 2 message the

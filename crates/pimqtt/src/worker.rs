@@ -193,15 +193,6 @@ fn lost(link: &mut Link, reason: Option<mqtt::ReasonCode>, now: Instant) {
         Some(r) => Loss::Reason(r as u8),
         None => Loss::Unknown,
     };
-    if let Some(refused) = crate::paho_sys::release_refused(&link.core.client) {
-        warn!(
-            "{}: the broker has now been sent the same QoS 2 message three times without \
-             answering it ({refused}); Mosquitto 2.0.21 closes the connection for that \
-             (eclipse-mosquitto#3602). It is released instead of sent again: the broker \
-             completes it if it holds it, and it is lost if it does not",
-            link.core.client_id
-        );
-    }
     let decision = link.policy.on(Fact::Lost(loss));
     if loss == Loss::Reason(mqtt::ReasonCode::SessionTakenOver as u8)
         && link.policy.tell_on_takeover()

@@ -3,5 +3,6 @@
 //! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
 
 mod persistence;
+mod refused;
 mod stop;
 mod tank_sensor;

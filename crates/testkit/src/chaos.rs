@@ -261,6 +261,17 @@ impl Proxy {
         self.shared.settle(st, &ids);
     }
 
+    /// For connections opened from now on, lets only the first `bytes` of
+    /// the broker's replies through and swallows the rest (`None`: all
+    /// again, for new connections; live ones keep what they had, since a
+    /// client would read the rest from the middle of a packet). With the
+    /// length of a CONNACK, the client connects and then hears nothing:
+    /// its QoS 2 PUBLISHes reach the broker, every PUBREC is lost, as on a
+    /// link that fails one way.
+    pub fn replies_only(&self, bytes: Option<usize>) {
+        self.shared.lock().replies_only = bytes;
+    }
+
     /// Everything passing again: no stall, no refusal, no black hole (its
     /// clients reset, as [`Proxy::half_open`] says), no cut waiting.
     pub fn heal(&self) {

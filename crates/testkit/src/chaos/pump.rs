@@ -32,6 +32,9 @@ pub(super) struct State {
     /// Whether the acceptor has its listener open.
     pub(super) listening: bool,
     pub(super) half_open: bool,
+    /// For connections opened from now on: only so many of the target's
+    /// bytes reach the client ([`Proxy::replies_only`](super::Proxy::replies_only)).
+    pub(super) replies_only: Option<usize>,
     pub(super) next_id: u64,
     pub(super) conns: HashMap<u64, Conn>,
     pub(super) counts: Counts,
@@ -48,6 +51,9 @@ pub(super) struct Conn {
     /// Some of the client's bytes reached the target: it holds a session
     /// there, which a NAT's lost mapping leaves behind.
     pub(super) sent_up: bool,
+    /// How many more of the target's bytes may reach the client (`None`:
+    /// all); the rest are swallowed.
+    pub(super) down_budget: Option<usize>,
     /// Pumps still running, and still holding the client's socket.
     pub(super) pumps: u8,
     pub(super) client_held: u8,
@@ -76,6 +82,8 @@ pub(super) enum Dir {
 #[derive(Debug)]
 pub(super) enum Verdict {
     Forward,
+    /// Forward this many of the bytes read, swallow the rest.
+    Part(usize),
     Swallow,
     /// Forward this many bytes, then close both sides.
     Cut(usize),
@@ -183,11 +191,13 @@ impl Shared {
         let id = st.next_id;
         st.next_id += 1;
         let half_open = st.half_open;
+        let down_budget = st.replies_only;
         st.conns.insert(
             id,
             Conn {
                 fate: Fate::Live,
                 half_open,
+                down_budget,
                 cut: false,
                 sent_up: false,
                 pumps: 2,
@@ -249,6 +259,14 @@ impl Shared {
                     let to = if dir == Dir::Up { &target } else { &client };
                     if let Some(to) = to {
                         if !self.write(id, to, &buf[..n], false) && self.fail(id) {
+                            break (true, true);
+                        }
+                    }
+                }
+                Verdict::Part(k) => {
+                    let to = if dir == Dir::Up { &target } else { &client };
+                    if let Some(to) = to {
+                        if k > 0 && !self.write(id, to, &buf[..k], false) && self.fail(id) {
                             break (true, true);
                         }
                     }
@@ -359,6 +377,10 @@ impl Shared {
             }
             if dir == Dir::Up {
                 c.sent_up = true;
+            } else if let Some(left) = c.down_budget {
+                let k = left.min(n);
+                c.down_budget = Some(left - k);
+                return Verdict::Part(k);
             }
             return Verdict::Forward;
         }

@@ -62,7 +62,7 @@ typedef struct
 	START_TIME_TYPE lastTouch;		    /**> used for retry and expiry */
 	char nextMessageType;	/**> PUBREC, PUBREL, PUBCOMP */
 	int len;				/**> length of the whole structure+data */
-	int resends;			/**> pi-mqtt patch: QoS 2 PUBLISH sent again at a reconnect, still awaiting PUBREC */
+	int resent;				/**> pi-mqtt patch: sent again at this connection's connect, or needs no resend on it */
 } Messages;
 
 /**

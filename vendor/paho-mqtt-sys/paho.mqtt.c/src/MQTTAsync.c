@@ -1423,61 +1423,6 @@ int MQTTAsync_disconnect(MQTTAsync handle, const MQTTAsync_disconnectOptions* op
 }
 
 
-/* pi-mqtt patch (eclipse-mosquitto/mosquitto#3602, open): Mosquitto 2.0.21 closes the
- * connection of a client that sends the same QoS 2 PUBLISH a third time before the PUBREL, and
- * Paho sends an unanswered one again at every reconnect: a session whose PUBRECs were lost
- * twice (two quick broker restarts, a flaky network) is then closed at every connect, for
- * ever. Called by pi-mqtt's worker when a connection of client `clientID` is lost: the first
- * QoS 2 publication still awaiting its PUBREC that was sent again at `min_resends` reconnects
- * or more is moved on to awaiting its PUBCOMP, so that the next connect sends PUBREL instead of
- * the PUBLISH. A broker that refuses it holds it (that is why it refuses), so the PUBREL
- * completes it; a broker that never got any of the sends loses that one message. Returns its
- * packet id (its topic in `topic`), or 0 for none. */
-int pimqtt_release_refused(const char* clientID, int min_resends, char* topic, int topic_len)
-{
-	int msgid = 0;
-	ListElement* current = NULL;
-
-	MQTTAsync_lock_mutex(mqttasync_mutex);
-	while (MQTTAsync_handles && ListNextElement(MQTTAsync_handles, &current))
-	{
-		MQTTAsyncs* m = (MQTTAsyncs*)(current->content);
-		ListElement* out = NULL;
-
-		if (!m->c || !m->c->clientID || strcmp(m->c->clientID, clientID) != 0)
-			continue;
-		while (ListNextElement(m->c->outboundMsgs, &out))
-		{
-			Messages* msg = (Messages*)(out->content);
-
-			if (msg->qos == 2 && msg->nextMessageType == PUBREC && msg->resends >= min_resends)
-			{
-				msg->nextMessageType = PUBCOMP;
-				msg->resends = 0;
-				msgid = msg->msgid;
-				if (topic && topic_len > 0)
-				{
-					int n = 0;
-					if (msg->publish && msg->publish->topic)
-					{
-						/* strlen, not publish->topiclen: that is set only for messages received
-						 * (our own publications' Publish never had it set: ASan read 0xbebebebe) */
-						size_t len = strlen(msg->publish->topic);
-						n = len < (size_t)(topic_len - 1) ? (int)len : topic_len - 1;
-						memcpy(topic, msg->publish->topic, n);
-					}
-					topic[n] = '\0';
-				}
-				break;
-			}
-		}
-		break;
-	}
-	MQTTAsync_unlock_mutex(mqttasync_mutex);
-	return msgid;
-}
-
-
 int MQTTAsync_isConnected(MQTTAsync handle)
 {
 	MQTTAsyncs* m = handle;

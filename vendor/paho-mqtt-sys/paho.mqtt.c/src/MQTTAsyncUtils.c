@@ -2050,7 +2050,7 @@ static int MQTTAsync_completeConnection(MQTTAsyncs* m, Connack* connack)
 					Messages* messages = (Messages*)(outcurrent->content);
 					memset(&messages->lastTouch, '\0', sizeof(messages->lastTouch));
 				}
-				MQTTProtocol_retry(zero, 1, 1);
+				MQTTProtocol_retryOnConnect(zero, m->c); /* pi-mqtt patch: this client only */
 				if (m->c->connected != 1)
 					rc = MQTTASYNC_DISCONNECTED;
 			}

@@ -211,7 +211,7 @@ Messages* MQTTProtocol_createMessage(Publish* publish, Messages **mm, int qos, i
 	if (!m)
 		goto exit;
 	m->len = sizeof(Messages);
-	m->resends = 0; /* pi-mqtt patch: see pimqtt_release_refused */
+	m->resent = 1; /* pi-mqtt patch: sent on the connection it is made on (see MQTTProtocol_retries) */
 	if (*mm == NULL || (*mm)->publish == NULL)
 	{
 		int len1;
@@ -848,7 +848,17 @@ static void MQTTProtocol_retries(START_TIME_TYPE now, Clients* client, int regar
 		goto exit;
 
 	if (regardless)
+	{
 		client->connect_count = client->outboundMsgs->count; /* remember the number of messages to retry on connect */
+		/* pi-mqtt patch: a connect's pass starts the count afresh (upstream never reset it, so
+		 * a pass cut short by a full socket, or a count left over from an earlier connection,
+		 * made later "continue" passes that sent the messages from the first one again), and
+		 * marks each message to be sent again once on this connection. */
+		client->connect_sent = 0;
+		while (ListNextElement(client->outboundMsgs, &outcurrent))
+			((Messages*)(outcurrent->content))->resent = 0;
+		outcurrent = NULL;
+	}
 	else if (client->connect_sent < client->connect_count) /* continue a connect retry which didn't complete first time around */
 		regardless = 1;
 
@@ -859,8 +869,18 @@ static void MQTTProtocol_retries(START_TIME_TYPE now, Clients* client, int regar
 		Messages* m = (Messages*)(outcurrent->content);
 		if (regardless || MQTTTime_difftime(now, m->lastTouch) > (DIFF_TIME_TYPE)(max(client->retryInterval, 10) * 1000))
 		{
+			/* pi-mqtt patch: never the same PUBLISH or PUBREL twice on one connection. A message
+			 * already sent again at this connect, or first sent on this connection, is skipped by
+			 * a "continue" pass: Mosquitto 2.0.21 closes the connection ("protocol error") when it
+			 * receives the same QoS 2 PUBLISH a third time on one connection
+			 * (eclipse-mosquitto/mosquitto#3602), and the session was then closed at every connect. */
+			if (regardless && m->resent)
+				continue;
 			if (regardless)
+			{
 				++client->connect_sent;
+				m->resent = 1;
+			}
 			if (m->qos == 1 || (m->qos == 2 && m->nextMessageType == PUBREC))
 			{
 				Publish publish;
@@ -876,8 +896,6 @@ static void MQTTProtocol_retries(START_TIME_TYPE now, Clients* client, int regar
 				memcpy(publish.mask, m->publish->mask, sizeof(publish.mask));
 				rc = MQTTPacket_send_publish(&publish, 1, m->qos, m->retain, &client->net, client->clientID);
 				memcpy(m->publish->mask, publish.mask, sizeof(m->publish->mask)); /* store websocket mask used in send */
-				if (regardless && m->qos == 2)
-					++m->resends; /* pi-mqtt patch: see pimqtt_release_refused */
 				if (rc == SOCKET_ERROR)
 				{
 					client->good = 0;
@@ -909,6 +927,10 @@ static void MQTTProtocol_retries(START_TIME_TYPE now, Clients* client, int regar
 			}
 		}
 	}
+	/* pi-mqtt patch: the whole list was gone through, so the connect's pass is complete (messages
+	 * completed meanwhile would otherwise leave the count short, and a pass run at every cycle) */
+	if (client && regardless && outcurrent == NULL)
+		client->connect_sent = client->connect_count;
 exit:
 	FUNC_EXIT;
 }
@@ -949,6 +971,25 @@ int MQTTProtocol_queueAck(Clients* client, int ackType, int msgId)
  * @param doRetry boolean - retries as well as pending writes?
  * @param regardless boolean - retry packets regardless of retry interval (used on reconnect)
  */
+/**
+ * pi-mqtt patch: the pass of a connect, for the client that connected only. Upstream called
+ * MQTTProtocol_retry(zero, 1, 1) on a connect, which makes that pass for every connected client
+ * of the process: in a fleet of sessions in one process, each reconnect sent every other
+ * session's unacknowledged messages again on their live connections, so a fleet coming back
+ * from a broker restart or a flaky network sent the same QoS 2 PUBLISH three times and more on
+ * one connection, which Mosquitto 2.0.21 answers by closing it (eclipse-mosquitto/mosquitto#3602).
+ * @param now current time
+ * @param client the client whose connection was just made
+ */
+void MQTTProtocol_retryOnConnect(START_TIME_TYPE now, Clients* client)
+{
+	FUNC_ENTRY;
+	if (client->connected && client->good)
+		MQTTProtocol_retries(now, client, 1);
+	FUNC_EXIT;
+}
+
+
 void MQTTProtocol_retry(START_TIME_TYPE now, int doRetry, int regardless)
 {
 	ListElement* current = NULL;

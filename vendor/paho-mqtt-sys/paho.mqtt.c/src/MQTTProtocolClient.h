@@ -48,6 +48,7 @@ int MQTTProtocol_handlePubcomps(void* pack, SOCKET sock, Publications** pubToRem
 void MQTTProtocol_closeSession(Clients* c, int sendwill);
 void MQTTProtocol_keepalive(START_TIME_TYPE);
 void MQTTProtocol_retry(START_TIME_TYPE, int, int);
+void MQTTProtocol_retryOnConnect(START_TIME_TYPE, Clients*); /* pi-mqtt patch */
 void MQTTProtocol_freeClient(Clients* client);
 void MQTTProtocol_emptyMessageList(List* msgList);
 void MQTTProtocol_freeMessageList(List* msgList);
