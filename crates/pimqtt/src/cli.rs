@@ -110,10 +110,14 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// When the state directory's log reaches the disk: never (a crash of
-    /// the program loses nothing, a power cut may), batched (within 0.1 s),
-    /// always (before every step; wears an SD card fastest).
-    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Batched)]
+    /// When the state directory's files reach the disk. always: nothing is
+    /// acknowledged before it is on the disk, so a power cut loses nothing
+    /// and repeats at most the message being applied. batched (opt-in,
+    /// faster): synced every 0.1 s; a power cut can lose the messages of the
+    /// last 0.1 s and apply old ones again after newer ones. never (opt-in):
+    /// left to the kernel (about 30 s); a crash of the program loses
+    /// nothing, a power cut more than batched.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Always)]
     pub sync: SyncMode,
 
     /// Print help.

@@ -204,6 +204,14 @@ impl EventSender {
         }
     }
 
+    /// Before a message is handed to the program: the previous one's
+    /// "applied" mark on the disk (journal.rs).
+    fn settle(&self) {
+        if let Some(j) = self.journal.get() {
+            j.settle();
+        }
+    }
+
     pub(crate) fn flush_journal(&self) {
         if let Some(j) = self.journal.get() {
             j.flush();
@@ -288,7 +296,12 @@ impl Inbox {
                     .recv_timeout(at.saturating_duration_since(Instant::now())),
             };
             match item {
-                Ok(Item::Event(ev)) => return Next::Event(ev),
+                Ok(Item::Event(ev)) => {
+                    if matches!(ev, Event::Message(_)) {
+                        self.tx.settle();
+                    }
+                    return Next::Event(ev);
+                }
                 Ok(Item::Wake) => {}
                 Err(RecvTimeoutError::Timeout) => return Next::Timeout,
                 // Cannot happen while we hold a sender; treat as a stop.
@@ -305,7 +318,12 @@ impl Inbox {
                 .rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
-                Ok(Item::Event(ev)) => return Some(ev),
+                Ok(Item::Event(ev)) => {
+                    if matches!(ev, Event::Message(_)) {
+                        self.tx.settle();
+                    }
+                    return Some(ev);
+                }
                 Ok(Item::Wake) => {}
                 Err(_) => return None,
             }

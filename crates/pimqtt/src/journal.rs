@@ -11,6 +11,23 @@
 //! safe on disk: a crash (or a stop before it was applied) loses nothing,
 //! since the next start applies what is left, in order, before anything new.
 //! A crash while a message is being applied repeats that one message.
+//!
+//! On the disk (`--sync always`): an entry is synced before [`Journal::record`]
+//! returns (Paho then tells the broker "done"). The "applied" mark is
+//! written when the message has been applied, and must be on the disk
+//! before the next message is handed over ([`Journal::settle`]), so a power
+//! cut repeats at most the one message in hand. Usually the next entry's
+//! sync has already taken it along: one sync of the journal per message.
+//!
+//! The mark of a message released by the broker (QoS 2) is a tombstone,
+//! not a removal: it keeps naming Paho's `r-` record of that message until
+//! the removal of that record is known to be on the disk (Paho's removal is
+//! not synced at once: persist.rs). Else a power cut could keep the mark but
+//! lose the removal, and the broker's PUBREL (its PUBCOMP lost with the
+//! power) would deliver the message again after newer ones. The next start
+//! drops the records that tombstones name, as it does for unapplied
+//! entries; while running, tombstones are cleared in batches, after one
+//! [`settle_lazy`] made every removal so far durable.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,12 +36,15 @@ use std::sync::{Condvar, Mutex};
 use log::warn;
 use paho_mqtt as mqtt;
 
-use crate::store::{Store, SyncMode};
+use crate::store::{settle_lazy, Store, SyncMode, When};
 
 /// Messages handed over but not yet applied before Paho's thread waits
 /// (back-pressure: a slow program slows the broker down; memory stays
 /// bounded). Not applied while stopping: a stop must not wait.
 pub(crate) const ROOM: usize = 256;
+
+/// Tombstones cleared together (one [`settle_lazy`] for them all).
+const CLEAR_AT: usize = 64;
 
 /// One journal per program (every session of a fleet shares it).
 #[derive(Debug)]
@@ -45,6 +65,38 @@ struct State {
     /// The inbound QoS 2 records (client id, packet id, stamp) that the
     /// entries a previous run left name as released.
     left_released: HashSet<(String, u16, u64)>,
+    /// Where the last "applied" mark ends in the file.
+    marked: u64,
+    /// Tombstones written by this run, oldest first (numbers).
+    tombstones: Vec<u64>,
+    /// Tombstones a previous run left (numbers): dropped once replayed.
+    left_tombstones: Vec<u64>,
+}
+
+/// What a tombstone starts with: no entry does (an entry starts with its
+/// client id's length, and no client id is 4 GiB long).
+const TOMBSTONE: [u8; 4] = [0xff; 4];
+
+/// The mark of an applied message that named Paho's record `(msgid,
+/// stamp)` of client `client_id`.
+fn tombstone(client_id: &str, msgid: u16, stamp: u64) -> Vec<u8> {
+    let mut out = TOMBSTONE.to_vec();
+    out.extend_from_slice(&(client_id.len() as u32).to_le_bytes());
+    out.extend_from_slice(client_id.as_bytes());
+    out.extend_from_slice(&msgid.to_le_bytes());
+    out.extend_from_slice(&stamp.to_le_bytes());
+    out
+}
+
+/// (client id, packet id, stamp) of a tombstone.
+fn tombstone_of(bytes: &[u8]) -> Option<(String, u16, u64)> {
+    let rest = bytes.strip_prefix(&TOMBSTONE)?;
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let client = String::from_utf8(rest.get(4..4 + len)?.to_vec()).ok()?;
+    let rest = rest.get(4 + len..)?;
+    let msgid = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?);
+    let stamp = u64::from_le_bytes(rest.get(2..10)?.try_into().ok()?);
+    Some((client, msgid, stamp))
 }
 
 /// A message as the journal keeps it.
@@ -127,23 +179,32 @@ impl Journal {
             .filter_map(|k| k.parse::<u64>().ok())
             .max()
             .map_or(0, |n| n + 1);
-        let left_released = store
-            .live()
-            .values()
-            .filter_map(|v| {
-                let e = Entry::decode(v)?;
-                let (msgid, stamp) = e.release?;
-                Some((e.client_id, msgid, stamp))
-            })
-            .collect();
+        let mut left_released = HashSet::new();
+        let (mut pending, mut left_tombstones) = (0, Vec::new());
+        for (key, value) in store.live() {
+            if let Some(named) = tombstone_of(value) {
+                left_released.insert(named);
+                left_tombstones.extend(key.parse::<u64>().ok());
+                continue;
+            }
+            pending += 1;
+            if let Some(e) = Entry::decode(value) {
+                if let Some((msgid, stamp)) = e.release {
+                    left_released.insert((e.client_id, msgid, stamp));
+                }
+            }
+        }
         Ok(Journal {
             state: Mutex::new(State {
-                pending: store.live().len(),
+                pending,
                 store,
                 next,
                 sessions: HashMap::new(),
                 replayed: false,
                 left_released,
+                marked: 0,
+                tombstones: Vec::new(),
+                left_tombstones,
             }),
             room: Condvar::new(),
         })
@@ -179,10 +240,17 @@ impl Journal {
             return Vec::new();
         }
         st.replayed = true;
+        // Every session is made by now (a fleet makes them all before it
+        // connects), and each made its log durable without the records the
+        // tombstones name (`forget_journaled`): they have done their part.
+        for seq in std::mem::take(&mut st.left_tombstones) {
+            let _ = st.store.remove_when(&seq.to_string(), When::Later);
+        }
         let mut old: Vec<(u64, Entry)> = st
             .store
             .live()
             .iter()
+            .filter(|(_, v)| tombstone_of(v).is_none())
             .filter_map(|(k, v)| Some((k.parse().ok()?, Entry::decode(v)?)))
             .collect();
         old.sort_by_key(|(seq, _)| *seq);
@@ -216,10 +284,22 @@ impl Journal {
         }
         let seq = st.next;
         st.next += 1;
-        if let Err(e) = st.store.put(&seq.to_string(), entry.encode()) {
-            warn!("cannot write the inbox journal: {e}");
-        }
+        let written = st
+            .store
+            .put_when(&seq.to_string(), entry.encode(), When::Later);
         st.pending += 1;
+        let disk = st.store.durability();
+        // Synced without the lock: the program's thread may mark meanwhile,
+        // and one sync covers both.
+        drop(st);
+        match written {
+            Ok(pos) => {
+                if let Err(e) = disk.to(pos) {
+                    warn!("cannot sync the inbox journal: {e}");
+                }
+            }
+            Err(e) => warn!("cannot write the inbox journal: {e}"),
+        }
         Some(seq)
     }
 
@@ -228,21 +308,85 @@ impl Journal {
         let Ok(mut st) = self.state.lock() else {
             return;
         };
-        if let Err(e) = st.store.remove(&seq.to_string()) {
-            warn!("cannot write the inbox journal: {e}");
+        let key = seq.to_string();
+        let released = st.store.live().get(&key).and_then(|v| {
+            let e = Entry::decode(v)?;
+            let (msgid, stamp) = e.release?;
+            Some(tombstone(&e.client_id, msgid, stamp))
+        });
+        let written = match released {
+            Some(mark) => {
+                st.tombstones.push(seq);
+                st.store.put_when(&key, mark, When::Later).map(Some)
+            }
+            None => st.store.remove_when(&key, When::Later),
+        };
+        match written {
+            Ok(Some(pos)) => st.marked = st.marked.max(pos),
+            Ok(None) => {}
+            Err(e) => warn!("cannot write the inbox journal: {e}"),
         }
         // Only a full journal has a waiter: waking nobody still costs a
         // system call, once per message.
         let was_full = st.pending >= ROOM;
         st.pending = st.pending.saturating_sub(1);
+        // All but the newest: Paho removes a record after our callback
+        // returns, so the newest one's removal may not be written yet; every
+        // older one's was, before the callback of the message after it.
+        let clear: Vec<u64> = if st.tombstones.len() >= CLEAR_AT {
+            let n = st.tombstones.len() - 1;
+            st.tombstones.drain(..n).collect()
+        } else {
+            Vec::new()
+        };
         drop(st);
         if was_full {
             self.room.notify_all();
+        }
+        if !clear.is_empty() {
+            self.clear_tombstones(clear);
+        }
+    }
+
+    /// Removes tombstones once the removals of the records they name are on
+    /// the disk. Their own removal need not be synced: lost, they name
+    /// records that are gone.
+    fn clear_tombstones(&self, seqs: Vec<u64>) {
+        if let Err(e) = settle_lazy() {
+            warn!("cannot sync the client persistence: {e}");
+            if let Ok(mut st) = self.state.lock() {
+                // Tried again with the next batch.
+                let newer = std::mem::replace(&mut st.tombstones, seqs);
+                st.tombstones.extend(newer);
+            }
+            return;
+        }
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        for seq in seqs {
+            if let Err(e) = st.store.remove_when(&seq.to_string(), When::Later) {
+                warn!("cannot write the inbox journal: {e}");
+            }
+        }
+    }
+
+    /// Before the next message is handed over: the last "applied" mark on
+    /// the disk (usually an entry's sync already took it along).
+    pub(crate) fn settle(&self) {
+        let Ok(st) = self.state.lock() else {
+            return;
+        };
+        let (pos, disk) = (st.marked, st.store.durability());
+        drop(st);
+        if let Err(e) = disk.to(pos) {
+            warn!("cannot sync the inbox journal: {e}");
         }
     }
 
     /// At a clean close: everything on the disk.
     pub(crate) fn flush(&self) {
+        let _ = settle_lazy();
         if let Ok(st) = self.state.lock() {
             let _ = st.store.flush();
         }
@@ -319,8 +463,60 @@ mod tests {
         drop(j); // a crash
 
         let j = Journal::open(path, SyncMode::Never).expect("open");
-        // Not the applied one, nor the one that released nothing.
-        assert_eq!(j.left_released("LEDClient"), [(2, 77)]);
+        // The applied one too (its tombstone), not the one that released
+        // nothing.
+        let mut named = j.left_released("LEDClient");
+        named.sort_unstable();
+        assert_eq!(named, [(1, 77), (2, 77)]);
         assert!(j.left_released("other").is_empty());
+        j.register("LEDClient", 0);
+        let replayed: Vec<Option<(u16, u64)>> = j
+            .take_replay()
+            .into_iter()
+            .map(|(_, _, e)| e.release)
+            .collect();
+        assert_eq!(replayed, [Some((2, 77)), None], "not the applied one");
+    }
+
+    #[test]
+    fn tombstones_are_cleared_in_batches_but_the_newest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("j");
+        let j = Journal::open(path.clone(), SyncMode::Always).expect("open");
+        let released = |id: u16| Entry {
+            release: Some((id, u64::from(id) + 1000)),
+            ..entry("led")
+        };
+        for id in 0..CLEAR_AT as u16 {
+            let seq = j.record(&released(id), || false).expect("recorded");
+            j.applied(seq);
+        }
+        j.flush();
+        drop(j);
+        let j = Journal::open(path.clone(), SyncMode::Always).expect("open");
+        let last = CLEAR_AT as u16 - 1;
+        assert_eq!(
+            j.left_released("LEDClient"),
+            [(last, u64::from(last) + 1000)]
+        );
+        j.register("LEDClient", 0);
+        assert!(j.take_replay().is_empty(), "a tombstone is not replayed");
+        j.flush();
+        drop(j);
+        let j = Journal::open(path, SyncMode::Always).expect("open");
+        assert!(
+            j.left_released("LEDClient").is_empty(),
+            "dropped once replayed"
+        );
+    }
+
+    #[test]
+    fn a_tombstone_round_trips() {
+        assert_eq!(
+            tombstone_of(&tombstone("LEDClient", 7, u64::MAX)),
+            Some(("LEDClient".to_string(), 7, u64::MAX))
+        );
+        assert_eq!(Entry::decode(&tombstone("LEDClient", 7, 1)), None);
+        assert_eq!(tombstone_of(&entry("led").encode()), None);
     }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use paho_mqtt as mqtt;
 
-use crate::store::{Store, SyncMode};
+use crate::store::{Store, SyncMode, When};
 
 /// The persistence of one client.
 #[derive(Debug)]
@@ -180,7 +180,22 @@ impl mqtt::ClientPersistence for StatePersistence {
         // broker to release that packet id again, which a stale `r-` record
         // turns into a second delivery (the kill -9 fault test saw 857
         // messages applied twice on Mosquitto 2.0.11 when it was tried).
-        self.with(|s| s.remove(key).map_err(io_err))
+        // No removal is synced at once (`--sync always`), unlike every put:
+        // lost alone, none does harm, and the next put's sync (a put comes
+        // before anything new goes out) takes it along. An `r-` removal:
+        // until it is known durable, the journal keeps naming the record
+        // (tombstones, journal.rs), and the next start drops it. A sent
+        // record's (`s-`, `sc-`): Paho would resend the PUBREL of a
+        // completed exchange (answered with PUBCOMP), or at QoS 1 the last
+        // publication once more, never one older than another it sent. A
+        // queued command's (`c-`): the PUBLISH record that follows it is
+        // synced.
+        let when = if is_received(key) {
+            When::Lazy
+        } else {
+            When::Later
+        };
+        self.with(|s| s.remove_when(key, when).map(drop).map_err(io_err))
     }
 
     fn keys(&mut self) -> mqtt::Result<Vec<String>> {
