@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pimqtt_testkit::powercut::{self, Seeded, TRACE_ENV};
 use pimqtt_testkit::{
     drain_with_stops, sibling, Broker, DrainReport, Peer, Proc, Stream, DEADLINE,
 };
@@ -420,9 +421,18 @@ fn non_levels_and_huge_payloads_are_one_short_warning_each() {
     );
 }
 
+/// What interrupts the controller during a drain.
+#[derive(Clone, Copy)]
+enum Fault<'a> {
+    /// A signal ("TERM", "KILL").
+    Signal(&'a str),
+    /// A power cut (the testkit's `powercut`, seeded).
+    PowerCut,
+}
+
 /// A backlog of levels from five tanks queued for the controller's durable
-/// session, drained while the controller is stopped (`signal`) ten times.
-fn controller_drain(signal: &str) -> DrainReport {
+/// session, drained while the controller is interrupted (`fault`) ten times.
+fn controller_drain(fault: Fault) -> DrainReport {
     const BACKLOG: usize = 5000;
     let rig = Rig::new(&[]);
     let quiet = [
@@ -433,7 +443,18 @@ fn controller_drain(signal: &str) -> DrainReport {
         "--sensor-timeout",
         "300",
     ];
-    let mut first = rig.controller(&quiet);
+    let args = rig.broker.args(
+        rig.state.path(),
+        &[&["--dashboard", "lines"][..], &quiet[..]].concat(),
+    );
+    let trace_dir = tempfile::tempdir().unwrap();
+    let trace = trace_dir.path().join("trace");
+    let env = match fault {
+        Fault::PowerCut => vec![(TRACE_ENV, trace.to_str().unwrap())],
+        Fault::Signal(_) => Vec::new(),
+    };
+    let mut first = Proc::spawn_env(CONTROLLER, &args, &env);
+    rig.peer.expect("controller/status", "online");
     first.signal("TERM");
     assert_eq!(first.wait_exit(DEADLINE), Some(0));
 
@@ -452,32 +473,48 @@ fn controller_drain(signal: &str) -> DrainReport {
             false,
         );
     }
-    let args = rig.broker.args(
-        rig.state.path(),
-        &[&["--dashboard", "lines"][..], &quiet[..]].concat(),
-    );
-    drain_with_stops(
-        &sent,
-        10,
-        signal,
-        || Proc::spawn(CONTROLLER, &args),
-        |p| {
-            p.stdout()
-                .into_iter()
-                .filter(|l| l.starts_with("level "))
-                .collect()
-        },
-    )
+    let spawn = || Proc::spawn_env(CONTROLLER, &args, &env);
+    let seen = |p: &Proc| -> Vec<String> {
+        p.stdout()
+            .into_iter()
+            .filter(|l| l.starts_with("level "))
+            .collect()
+    };
+    match fault {
+        Fault::Signal(signal) => drain_with_stops(&sent, 10, signal, spawn, seen),
+        Fault::PowerCut => {
+            let what = "controller, power cut x10, 5000 levels";
+            let mut dice = Seeded::from_env(what);
+            let (report, cuts) = powercut::drain_with_cuts(
+                &sent,
+                10,
+                (rig.state.path(), &trace),
+                Some(&mut dice),
+                spawn,
+                seen,
+            );
+            eprintln!("{what}: {}", powercut::summary(&cuts));
+            report
+        }
+    }
 }
 
 #[test]
 fn controller_stopped_ten_times_during_a_drain_loses_and_repeats_nothing() {
-    controller_drain("TERM").assert_stops_lose_nothing("controller, SIGTERM x10, 5000 levels");
+    controller_drain(Fault::Signal("TERM"))
+        .assert_stops_lose_nothing("controller, SIGTERM x10, 5000 levels");
 }
 
 #[test]
 fn controller_killed_ten_times_during_a_drain_loses_nothing() {
-    controller_drain("KILL").assert_kills_lose_nothing("controller, kill -9 x10, 5000 levels");
+    controller_drain(Fault::Signal("KILL"))
+        .assert_kills_lose_nothing("controller, kill -9 x10, 5000 levels");
+}
+
+#[test]
+fn controller_through_ten_power_cuts_during_a_drain_loses_nothing() {
+    controller_drain(Fault::PowerCut)
+        .assert_kills_lose_nothing("controller, power cut x10, 5000 levels");
 }
 
 /// A tiny deterministic random source (xorshift), so a failing soak can be

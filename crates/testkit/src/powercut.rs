@@ -90,12 +90,7 @@ pub fn cut(proc: &mut Proc, state_dir: &Path, trace: &Path) -> CutReport {
 }
 
 /// The same, each file keeping a random part of what it had not synced.
-pub fn cut_seeded(
-    proc: &mut Proc,
-    state_dir: &Path,
-    trace: &Path,
-    dice: &mut Seeded,
-) -> CutReport {
+pub fn cut_seeded(proc: &mut Proc, state_dir: &Path, trace: &Path, dice: &mut Seeded) -> CutReport {
     kill(proc);
     apply(state_dir, trace, Some(dice))
 }
