@@ -10,7 +10,7 @@
 //! A test binary of its own (see Cargo.toml): a hundred sessions under two
 //! minutes of faults load a 2-core machine enough to make other tests time
 //! out beside it. Run it with
-//! `cargo test -p controller --test chaos -- --ignored --nocapture`;
+//! `cargo test -p controller --test chaos -- --nocapture`;
 //! `PIMQTT_CHAOS_SEED=<the seed it printed>` replays a run's schedule. A
 //! failed run leaves every program's output and the broker's log (its
 //! connections; every packet with `PIMQTT_CHAOS_LOG_ALL=1`) in
@@ -177,7 +177,6 @@ fn some(lines: &[String], n: usize) -> &[String] {
 }
 
 #[test]
-#[ignore = "issue 20: passes once the reconnect policy stops guessing"]
 fn a_fleet_through_two_minutes_of_network_chaos_loses_nothing() {
     let chaos_time = chaos_time();
     let state = tempfile::tempdir().unwrap();
@@ -266,11 +265,13 @@ fn a_fleet_through_two_minutes_of_network_chaos_loses_nothing() {
     }
     let count_of = |text: &str| stderr.iter().filter(|l| l.contains(text)).count();
     let broker_said = std::fs::read_to_string(&broker_log).unwrap_or_default();
+    // Mosquitto 2.0.21 closes a connection that sends one QoS 2 PUBLISH a
+    // third time (#3602); our Paho sends each once per connection.
+    let refused = broker_said.matches("protocol error").count();
     let summary = format!(
         "seed {seed} ({}, {}, {chaos_time:?}): {} faults {faults:?}; proxy {:?}; \
          {} connections lost, {} connects; the broker closed {} for protocol errors; \
-         {} QoS 2 publications released (#3602 rule); died {}, clean sessions {}, \
-         same-id warnings {}, {}",
+         died {}, clean sessions {}, same-id warnings {}, {}",
         mosquitto_version(&mosquitto_bin()),
         if pimqtt_testkit::protocol_5() {
             "MQTT 5"
@@ -281,8 +282,7 @@ fn a_fleet_through_two_minutes_of_network_chaos_loses_nothing() {
         proxy.counts(),
         count_of("lost the connection"),
         count_of(" connected to "),
-        broker_said.matches("protocol error").count(),
-        count_of("released instead of sent again"),
+        refused,
         dead.len(),
         lost.len(),
         same_id.len(),
@@ -300,6 +300,12 @@ fn a_fleet_through_two_minutes_of_network_chaos_loses_nothing() {
     }
     if !dead.is_empty() {
         failures.push(format!("programs died: {dead:#?}"));
+    }
+    if refused > 0 {
+        failures.push(format!(
+            "the broker closed {refused} connections for protocol errors (a QoS 2 PUBLISH \
+             sent three times on one connection?)"
+        ));
     }
     if !lost.is_empty() {
         failures.push(format!(
