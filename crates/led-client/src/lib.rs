@@ -116,6 +116,13 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
             Next::Stopped => break Ok(()),
         }
     };
+    // The LED goes off at the end: say so before saying goodbye, so the
+    // retained led/state left behind is what the LED does ({"level":0}),
+    // not the last level it had (issue 23). It goes out ahead of
+    // `offline` and the DISCONNECT, on the same connection.
+    if level != 0 || said.map(|(l, _)| l) != Some(0) {
+        session.publish(topics::LED_STATE, LedRequest::Level(0).to_json(), true);
+    }
     // Messages the broker hands over while we say goodbye are applied too:
     // it already counts them as ours.
     let mut late = Ok(());

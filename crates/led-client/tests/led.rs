@@ -169,6 +169,12 @@ fn sigint_turns_the_led_off_publishes_offline_and_exits_0() {
     let late = watcher(&broker);
     let m = late.expect("led/status", "offline");
     assert!(m.retained());
+    // ... and the retained led/state is what the LED does now: off, not
+    // the 80 it had (issue 23).
+    let state_now = Peer::connect(&broker, "state");
+    state_now.subscribe("led/state");
+    let m = state_now.expect("led/state", r#"{"level":0}"#);
+    assert!(m.retained());
 }
 
 #[test]

@@ -124,8 +124,10 @@ pub struct CommonArgs {
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
 
-    /// Print the version. Long-only: -V is the protocol version, as in
-    /// mosquitto's tools (each program sets `disable_version_flag`).
+    /// Print the version (long only: -V is the MQTT protocol version, as in
+    /// mosquitto's tools).
+    // (Each program sets clap's `disable_version_flag` for that: an
+    // internal, kept out of the help text.)
     #[arg(long, action = ArgAction::Version)]
     pub version: Option<bool>,
 }
@@ -506,6 +508,16 @@ mod tests {
         assert_eq!(c.qos, 1);
         assert!(!c.clean, "-c is a no-op, not --clean");
         assert_eq!(c.keepalive, 60);
+    }
+
+    #[test]
+    fn help_names_no_internals() {
+        // Issue 23: --version's help said "each program sets
+        // `disable_version_flag`".
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--version"), "{help}");
+        assert!(!help.contains("disable_"), "{help}");
     }
 
     #[test]
