@@ -100,11 +100,25 @@
     showLevel(r.level);
   }
 
-  function onStatus(text) {
-    const word = text.trim();
+  // led/status as last heard, shown as such only while the page itself is
+  // connected: disconnected, the page cannot know (issue 23: it kept
+  // showing "online" while nothing was being heard).
+  let lastStatus = null;
+  let pageConnected = false;
+  function showStatus() {
+    if (!pageConnected) {
+      ledStatus.dataset.state = "unknown";
+      setText(ledStatus, lastStatus === null || lastStatus === "" ? "unknown" : `unknown (last heard: ${lastStatus})`);
+      return;
+    }
+    const word = (lastStatus ?? "").trim();
     const known = word === "online" || word === "offline";
     ledStatus.dataset.state = known ? word : "unknown";
-    setText(ledStatus, text === "" ? "unknown" : text);
+    setText(ledStatus, lastStatus === null || lastStatus === "" ? "unknown" : lastStatus);
+  }
+  function onStatus(text) {
+    lastStatus = text;
+    showStatus();
   }
 
   slider.addEventListener("input", onInput);
@@ -120,10 +134,18 @@
     onConnected(connected) {
       slider.disabled = !connected;
       if (connected) sent = [];
+      // Stale until the broker hands the retained status over again.
+      if (!connected) {
+        pageConnected = false;
+        showStatus();
+      }
     },
     onMessage(topic, text) {
       if (topic === "led") onLed(text);
-      else if (topic === "led/status") onStatus(text);
+      else if (topic === "led/status") {
+        pageConnected = true;
+        onStatus(text);
+      }
     },
     onWarning: warn,
   });

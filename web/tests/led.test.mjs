@@ -190,6 +190,10 @@ test("the page reconnects by itself after a broker restart, disabled meanwhile",
   await expectConnected(page, false);
   await page.waitForTimeout(1500); // a few failed reconnect attempts
   assert.equal(await slider(page).isDisabled(), true);
+  // What the page last heard about led-client is not what is true now
+  // (issue 23: it kept saying "online").
+  assert.equal(await text(page, "#led-status"), "unknown (last heard: online)");
+  assert.equal(await page.locator("#led-status").getAttribute("data-state"), "unknown");
 
   const t0 = Date.now();
   await broker.start();
@@ -197,6 +201,7 @@ test("the page reconnects by itself after a broker restart, disabled meanwhile",
   console.log(`# page reconnected ${Date.now() - t0} ms after the broker came back`);
   // The retained level survived the restart (persistence) and came back.
   await expectSlider(page, 63);
+  await waitUntil("led/status online again after the restart", async () => (await text(page, "#led-status")) === "online");
   // Publishing works again end to end, led-client having reconnected too.
   const from = led.lines.length;
   await slider(page).fill("21");
