@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use pimqtt_testkit::powercut::{self, Seeded, TRACE_ENV};
-use pimqtt_testkit::{drain_with_stops, Audit, Broker, DrainReport, Peer, Proc, DEADLINE};
+use pimqtt_testkit::{drain_with_stops, Broker, DrainReport, Peer, Proc, DEADLINE};
 
 const EXE: &str = env!("CARGO_BIN_EXE_led-client");
 const BACKLOG: usize = 5000;
@@ -102,27 +102,4 @@ fn power_cut_during_a_drain_loses_nothing() {
     let (report, cuts) = drain_through_power_cuts(what, &[]);
     eprintln!("{what}: {cuts}");
     report.assert_kills_lose_nothing(what);
-}
-
-/// What each `--sync` mode loses to power cuts (README, "--sync"): run by
-/// hand, `cargo test -p led-client --test faults -- --ignored --nocapture`.
-#[test]
-#[ignore = "a measurement for the README, not a check"]
-fn power_cuts_by_sync_mode() {
-    for mode in ["always", "batched", "never"] {
-        let what = format!("led-client --sync {mode}, power cut x10, 5000 levels");
-        let (report, cuts) = drain_through_power_cuts(&what, &["--sync", mode]);
-        let Audit {
-            lost,
-            duplicated,
-            replayed,
-            misplaced,
-            most_repeats,
-        } = report.audit;
-        eprintln!(
-            "{what}: {} cuts during the drain: lost {lost}, repeated {duplicated} (at most \
-             {most_repeats} in a row), stale {replayed}, out of place {misplaced}; {cuts}",
-            report.mid_drain
-        );
-    }
 }
