@@ -7,9 +7,11 @@
 // requestAnimationFrame callback then updates the rows of the dirty tanks
 // (each tank has one keyed row, created once, kept in id order), writing
 // only what changed, so a burst of retained messages on connect costs one
-// redraw. The rows are `content-visibility: auto` (app.css): the browser
-// skips style, layout and paint of the rows off screen, and the level bar
-// moves by transform, without a layout or an animation.
+// redraw. The level and time cells are `content-visibility: auto` (app.css):
+// the browser skips style, layout and paint of those off screen (the rows
+// themselves stay rendered, so assistive technology reaches every row and
+// button), and the level bar moves by transform, without a layout or an
+// animation.
 (function () {
   "use strict";
   const { connect, jsonObject, preview, setText, setLongText, warnings } = window.PiMqtt;

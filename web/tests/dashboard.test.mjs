@@ -275,6 +275,13 @@ test("a few hundred tanks: all shown, in order, buttons still work", async () =>
   assert.equal(ids.length, before + N);
   const sorted = [...ids].sort((a, b) => Number(a) - Number(b));
   assert.deepEqual(ids, sorted);
+  // Every pump button is in Chromium's accessibility tree, off screen too
+  // (issue 23: rows `content-visibility: auto` left 34 of 300 there).
+  const cdp = await page.context().newCDPSession(page);
+  const { nodes } = await cdp.send("Accessibility.getFullAXTree");
+  await cdp.detach();
+  const buttons = nodes.filter((n) => !n.ignored && n.role?.value === "button" && /^Turn(ing)? pump \d+ /.test(n.name?.value ?? ""));
+  assert.equal(buttons.length, before + N, "pump buttons in the accessibility tree");
 
   // A fresh page gets all of them from the retained messages at once.
   const fresh = await browser.newPage(`${broker.url}dashboard.html`);
