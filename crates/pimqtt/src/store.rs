@@ -39,6 +39,11 @@ const EMPTY_AT: u64 = 64 * 1024;
 /// A file this big with something still live is rewritten with only the
 /// live records.
 const COMPACT_AT: u64 = 8 * 1024 * 1024;
+/// A file this big whose live records take less than a quarter of this is
+/// rewritten too: the journal is rarely empty (it keeps its newest
+/// tombstone), and a start reads the whole file. (Not when much is live: a
+/// rewrite holds the live records in memory once more.)
+const COMPACT_SPARSE_AT: u64 = 64 * 1024;
 /// With `--sync batched`, how often the background thread syncs.
 pub const BATCH: Duration = Duration::from_millis(100);
 
@@ -88,6 +93,8 @@ pub(crate) struct Store {
     sync: SyncMode,
     file: Arc<Log>,
     live: HashMap<String, Vec<u8>>,
+    /// What the live records take in the file.
+    live_bytes: u64,
 }
 
 /// An open store file, and how much of what was written to it is on the
@@ -289,11 +296,13 @@ impl Store {
                 path.display()
             );
         }
+        let live_bytes = live.iter().map(|(k, v)| record_len(k, v)).sum();
         let mut store = Store {
             file: watched(file, bytes.len() as u64, 0, sync),
             path,
             sync,
             live,
+            live_bytes,
         };
         // Start from the live records only.
         store.rewrite()?;
@@ -312,7 +321,10 @@ impl Store {
     /// Writes a record; returns the position after it.
     pub(crate) fn put_when(&mut self, key: &str, data: Vec<u8>, when: When) -> io::Result<u64> {
         let pos = self.append(PUT, key, &data, when)?;
-        self.live.insert(key.to_string(), data);
+        self.live_bytes += record_len(key, &data);
+        if let Some(old) = self.live.insert(key.to_string(), data) {
+            self.live_bytes -= record_len(key, &old);
+        }
         Ok(pos)
     }
 
@@ -325,15 +337,17 @@ impl Store {
     /// Removes a live record; returns the position after it (None: the key
     /// was not live, nothing written).
     pub(crate) fn remove_when(&mut self, key: &str, when: When) -> io::Result<Option<u64>> {
-        if self.live.remove(key).is_none() {
+        let Some(old) = self.live.remove(key) else {
             return Ok(None);
-        }
+        };
+        self.live_bytes -= record_len(key, &old);
         let pos = self.append(REMOVE, key, &[], when)?;
         Ok(Some(self.tidy(when)?.unwrap_or(pos)))
     }
 
     pub(crate) fn clear(&mut self) -> io::Result<()> {
         self.live.clear();
+        self.live_bytes = 0;
         let pos = self.file.truncate(&self.path)?;
         self.after(pos, When::Now)
     }
@@ -385,7 +399,9 @@ impl Store {
             let pos = self.file.truncate(&self.path)?;
             self.after(pos, when)?;
             return Ok(Some(pos));
-        } else if len >= COMPACT_AT {
+        } else if len >= COMPACT_AT
+            || (len >= COMPACT_SPARSE_AT && self.live_bytes < COMPACT_SPARSE_AT / 4)
+        {
             self.rewrite()?;
         }
         Ok(None)
@@ -648,6 +664,11 @@ fn checksum(parts: &[&[u8]]) -> u32 {
         }
     }
     h
+}
+
+/// The length of a record in the file.
+fn record_len(key: &str, data: &[u8]) -> u64 {
+    (11 + key.len().min(usize::from(u16::MAX)) + data.len()) as u64
 }
 
 /// `op, key length (u16), data length (u32), key, data, checksum (u32)`,
@@ -936,5 +957,24 @@ mod tests {
         pimqtt_testkit::powercut::apply(&state, &trace, None);
         let after = Store::open(path, SyncMode::Always).expect("open");
         assert_eq!(sorted(&after), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_file_of_mostly_dead_records_is_compacted() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Never).expect("open");
+        s.put("kept", b"live".to_vec()).expect("put");
+        for i in 0..2000 {
+            let key = format!("r-{i}");
+            s.put(&key, vec![7u8; 300]).expect("put");
+            s.remove(&key).expect("remove");
+        }
+        let len = fs::metadata(&path).expect("file").len();
+        assert!(len < COMPACT_SPARSE_AT, "file of {len} bytes");
+        assert_eq!(s.live_bytes, record_len("kept", b"live"));
+        drop(s);
+        let after = Store::open(path, SyncMode::Never).expect("open");
+        assert_eq!(sorted(&after), ["kept"]);
     }
 }
