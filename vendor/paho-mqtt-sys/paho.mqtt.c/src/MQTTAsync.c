@@ -664,6 +664,21 @@ int MQTTAsync_connect(MQTTAsync handle, const MQTTAsync_connectOptions* options)
 		}
 	}
 
+	/* don't lock async mutex if we are being called from a callback */
+	/* pi-mqtt patch: and hold it until the connect command is queued. Upstream took it only
+	 * around starting the threads, then rewrote the client's connect state (callbacks and
+	 * context, keepalive, the bitfield word that also holds `connected` and `good`, the will,
+	 * user name, password, TLS options, server URIs, properties: freed and made again) while
+	 * the send and receive threads read them under the lock, for a CONNECT still in progress
+	 * or a connection being closed: ThreadSanitizer reported these races on every reconnect
+	 * of a fleet (eclipse-paho/paho.mqtt.c#1483 is a use-after-free of the TLS options there). */
+	thread_id = Paho_thread_getid();
+	if (thread_id != sendThread_id && thread_id != receiveThread_id)
+	{
+		MQTTAsync_lock_mutex(mqttasync_mutex);
+		locked = 1;
+	}
+
 	m->connect.onSuccess = options->onSuccess;
 	m->connect.onFailure = options->onFailure;
 	if (options->struct_version >= 6)
@@ -674,13 +689,6 @@ int MQTTAsync_connect(MQTTAsync handle, const MQTTAsync_connectOptions* options)
 	m->connect.context = options->context;
 	m->connectTimeout = options->connectTimeout;
 
-	/* don't lock async mutex if we are being called from a callback */
-	thread_id = Paho_thread_getid();
-	if (thread_id != sendThread_id && thread_id != receiveThread_id)
-	{
-		MQTTAsync_lock_mutex(mqttasync_mutex);
-		locked = 1;
-	}
 	MQTTAsync_tostop = 0;
 	if (sendThread_state != STARTING && sendThread_state != RUNNING)
 	{
@@ -692,8 +700,6 @@ int MQTTAsync_connect(MQTTAsync handle, const MQTTAsync_connectOptions* options)
 		receiveThread_state = STARTING;
 		Paho_thread_start(MQTTAsync_receiveThread, handle);
 	}
-	if (locked)
-		MQTTAsync_unlock_mutex(mqttasync_mutex);
 
 	m->c->keepAliveInterval = m->c->savedKeepAliveInterval = options->keepAliveInterval;
 	setRetryLoopInterval(options->keepAliveInterval);
@@ -958,6 +964,8 @@ int MQTTAsync_connect(MQTTAsync handle, const MQTTAsync_connectOptions* options)
 	rc = MQTTAsync_addCommand(conn, sizeof(conn));
 
 exit:
+	if (locked) /* pi-mqtt patch: see above */
+		MQTTAsync_unlock_mutex(mqttasync_mutex);
 	FUNC_EXIT_RC(rc);
 	return rc;
 }
