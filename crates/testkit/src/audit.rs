@@ -117,16 +117,6 @@ pub fn drain_with_stops<T: PartialEq + Clone>(
     let mut applied: Vec<T> = Vec::new();
     let mut mid_drain = 0;
     let mut journaled = 0;
-    // "<id>: <n> message(s) released just before the last crash are …"
-    let journaled_by = |proc: &Proc| -> usize {
-        proc.stderr()
-            .iter()
-            .filter_map(|l| {
-                let (head, _) = l.split_once(" message(s) released just before")?;
-                head.rsplit(' ').next()?.parse::<usize>().ok()
-            })
-            .sum()
-    };
     // Counting is cheap enough to poll; the audit is done once, at the end.
     let left =
         |applied: &[T], proc: &Proc| sent.len().saturating_sub(applied.len() + seen(proc).len());
@@ -176,4 +166,16 @@ pub fn drain_with_stops<T: PartialEq + Clone>(
         mid_drain,
         journaled,
     }
+}
+
+/// Messages a program said it took from the journal only: its "<id>: <n>
+/// message(s) released just before the last crash are …" lines, summed.
+pub(crate) fn journaled_by(proc: &Proc) -> usize {
+    proc.stderr()
+        .iter()
+        .filter_map(|l| {
+            let (head, _) = l.split_once(" message(s) released just before")?;
+            head.rsplit(' ').next()?.parse::<usize>().ok()
+        })
+        .sum()
 }

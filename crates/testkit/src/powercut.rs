@@ -21,6 +21,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::audit::journaled_by;
 use crate::{wait_until, Audit, DrainReport, Proc, DEADLINE};
 
 /// The environment variable that makes the programs write the trace.
@@ -293,16 +294,6 @@ pub fn drain_with_cuts<T: PartialEq + Clone>(
     let mut mid_drain = 0;
     let mut journaled = 0;
     let mut cuts = Vec::new();
-    // "<id>: <n> message(s) released just before the last crash are …"
-    let journaled_by = |proc: &Proc| -> usize {
-        proc.stderr()
-            .iter()
-            .filter_map(|l| {
-                let (head, _) = l.split_once(" message(s) released just before")?;
-                head.rsplit(' ').next()?.parse::<usize>().ok()
-            })
-            .sum()
-    };
     let left =
         |applied: &[T], proc: &Proc| sent.len().saturating_sub(applied.len() + seen(proc).len());
     for k in 0..runs {
