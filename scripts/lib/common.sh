@@ -68,7 +68,7 @@ mem_available_mib() { awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/memi
 
 # How many jobs `cargo build --release` may run side by side here: the
 # release profile links with fat LTO; a job takes up to PIMQTT_MIB_PER_JOB
-# MiB (README, "On a Raspberry Pi": measured 652 MiB for 2 jobs, 353 MiB for
+# MiB (docs/raspberry-pi.md, "Build from source": measured 652 MiB for 2 jobs, 353 MiB for
 # the largest single rustc; 400 leaves a margin); at least 1, at most the
 # CPUs. $CARGO_BUILD_JOBS wins.
 cargo_jobs() {
