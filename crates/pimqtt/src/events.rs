@@ -167,6 +167,8 @@ impl EventSender {
             Some(j) => j,
             None => {
                 let j = Arc::new(Journal::open(path, sync)?);
+                let watcher: Arc<dyn crate::commit::Watcher> = j.clone();
+                crate::commit::watch(Arc::downgrade(&watcher));
                 self.journal.get_or_init(|| j)
             }
         };

@@ -21,6 +21,8 @@
 //!   fact (on MQTT 3.1.1 too) that another process uses its client id.
 //! - [`store`]: an append-only file of keyed records, and `--sync`.
 //! - [`persist`]: Paho client persistence on a store, one per client.
+//! - `commit` (private): group commit with `--sync always`: Paho's
+//!   acknowledgements wait for one sync of everything they stand for.
 //! - `journal` (private): the inbox journal on a store: messages received
 //!   but not yet applied survive a stop or a crash.
 //! - [`paho_sys`] (private): the `unsafe` calls into Paho C and our patch of it.
@@ -34,6 +36,7 @@
 
 pub mod cli;
 mod client;
+mod commit;
 pub mod discovery;
 pub mod error;
 pub mod events;

@@ -49,6 +49,20 @@ pub(crate) fn protocol_trace_only() {
 extern "C" {
     /// Our patch to the vendored Paho C (vendor/README.md, point 8).
     fn pimqtt_releasing_msgid() -> c_int;
+    /// Patch 12: acknowledgements held until this returns 0.
+    fn pimqtt_set_commit_hook(hook: Option<extern "C" fn() -> c_int>);
+}
+
+/// From now on Paho holds PUBACK, PUBREC and PUBCOMP until `hook` says
+/// that what they stand for is on the disk (commit.rs).
+pub(crate) fn set_commit_hook(hook: extern "C" fn() -> c_int) {
+    #[allow(unsafe_code)]
+    // SAFETY: stores a function pointer in a global of Paho C, read under
+    // Paho's lock; the function is a plain `extern "C"` one that lives as
+    // long as the program and never unwinds (it catches panics).
+    unsafe {
+        pimqtt_set_commit_hook(Some(hook));
+    }
 }
 
 /// Inside the message callback: the packet id of the QoS 2 message the

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use paho_mqtt as mqtt;
 
+use crate::commit;
 use crate::store::{Store, SyncMode, When};
 
 /// The persistence of one client.
@@ -56,6 +57,17 @@ impl Stamps {
     }
 }
 
+impl commit::HeldRemovals for Mutex<Option<Store>> {
+    /// The removals held by `remove` (commit.rs, step 2).
+    fn write_held(&self) -> std::io::Result<()> {
+        let mut guard = self.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(store) => store.write_held(When::Lazy),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a stamped record starts with. Paho's own records start with an MQTT
 /// fixed-header byte, never 0xff, so records written before stamps existed
 /// are still read as they are.
@@ -64,6 +76,13 @@ const STAMPED: [u8; 4] = [0xff, b'p', b'm', 1];
 /// Whether a key is an inbound QoS 2 record's (`r-7`, `r5-7`).
 fn is_received(key: &str) -> bool {
     key.starts_with("r-") || key.starts_with("r5-")
+}
+
+/// Whether a key is a record of a message Paho received and queued for the
+/// program (`q-`, `q5-`): only when a callback refused it, which ours never
+/// does, but acknowledged like the others.
+fn is_queued(key: &str) -> bool {
+    key.starts_with("q-") || key.starts_with("q5-")
 }
 
 fn stamp_of(data: &[u8]) -> Option<u64> {
@@ -157,6 +176,16 @@ impl mqtt::ClientPersistence for StatePersistence {
         } else {
             buffers.concat()
         };
+        if commit::on() && (is_received(key) || is_queued(key)) {
+            // Durable before its acknowledgement, with the others of the
+            // burst (commit.rs).
+            let (disk, pos) = self.with(|s| {
+                let pos = s.put_when(key, data, When::Later).map_err(io_err)?;
+                Ok((s.durability(), pos))
+            })?;
+            commit::gate(disk, pos);
+            return Ok(());
+        }
         self.with(|s| s.put(key, data).map_err(io_err))
     }
 
@@ -190,6 +219,17 @@ impl mqtt::ClientPersistence for StatePersistence {
         // publication once more, never one older than another it sent. A
         // queued command's (`c-`): the PUBLISH record that follows it is
         // synced.
+        // With group commit (`--sync always`), an `r-` removal is held in
+        // memory until the journal entry of its message is durable
+        // (commit.rs): the entry is not synced before the callback returns
+        // any more, and a removal on the disk without its entry loses the
+        // message.
+        if commit::on() && is_received(key) {
+            if self.with(|s| Ok(s.hold_removal(key)))? {
+                commit::hold(self.store.0.clone());
+            }
+            return Ok(());
+        }
         let when = if is_received(key) {
             When::Lazy
         } else {

@@ -70,6 +70,9 @@ impl Session {
             common
                 .state_dir()
                 .join(crate::persist::file_name(&opts.client_id, first, "inbox"));
+        if common.sync == crate::SyncMode::Always {
+            crate::commit::install();
+        }
         inbox
             .sender()
             .open_journal(journal.clone(), common.sync, &opts.client_id, config.tag)

@@ -95,6 +95,9 @@ pub(crate) struct Store {
     live: HashMap<String, Vec<u8>>,
     /// What the live records take in the file.
     live_bytes: u64,
+    /// Records removed in memory only, until [`Store::write_held`] writes
+    /// their removals ([`Store::hold_removal`]); a rewrite keeps them.
+    held: Vec<(String, Vec<u8>)>,
 }
 
 /// An open store file, and how much of what was written to it is on the
@@ -130,6 +133,11 @@ impl Durability {
     #[cfg(test)]
     pub(crate) fn covers(&self, pos: u64) -> bool {
         self.sync != SyncMode::Always || self.log.synced.load(Ordering::Acquire) >= pos
+    }
+
+    /// Whether both are of the same open file.
+    pub(crate) fn same_file(&self, other: &Durability) -> bool {
+        Arc::ptr_eq(&self.log, &other.log)
     }
 
     /// With `--sync always`, returns once everything written up to `pos`
@@ -303,6 +311,7 @@ impl Store {
             sync,
             live,
             live_bytes,
+            held: Vec::new(),
         };
         // Start from the live records only.
         store.rewrite()?;
@@ -320,6 +329,9 @@ impl Store {
 
     /// Writes a record; returns the position after it.
     pub(crate) fn put_when(&mut self, key: &str, data: Vec<u8>, when: When) -> io::Result<u64> {
+        // A held removal of the key is older than this put: written after
+        // it, it would remove the new record.
+        self.held.retain(|(k, _)| k != key);
         let pos = self.append(PUT, key, &data, when)?;
         self.live_bytes += record_len(key, &data);
         if let Some(old) = self.live.insert(key.to_string(), data) {
@@ -345,7 +357,37 @@ impl Store {
         Ok(Some(self.tidy(when)?.unwrap_or(pos)))
     }
 
+    /// Removes a live record from memory only (whether the key is live,
+    /// and what it holds, change now); the removal is written by the next
+    /// [`Store::write_held`]. For a removal that must not reach the disk
+    /// before something else does (commit.rs). Returns whether the key was
+    /// live.
+    pub(crate) fn hold_removal(&mut self, key: &str) -> bool {
+        let Some(old) = self.live.remove(key) else {
+            return false;
+        };
+        self.live_bytes -= record_len(key, &old);
+        self.held.push((key.to_string(), old));
+        true
+    }
+
+    /// Writes the held removals, each [`When`] says.
+    pub(crate) fn write_held(&mut self, when: When) -> io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        for (key, _) in &self.held {
+            bytes.extend_from_slice(&encode(REMOVE, key, &[]));
+        }
+        let pos = self.file.write(&bytes)?;
+        self.held.clear();
+        self.after(pos, when)?;
+        self.tidy(when).map(drop)
+    }
+
     pub(crate) fn clear(&mut self) -> io::Result<()> {
+        self.held.clear();
         self.live.clear();
         self.live_bytes = 0;
         let pos = self.file.truncate(&self.path)?;
@@ -395,7 +437,7 @@ impl Store {
     /// after an emptying.
     fn tidy(&mut self, when: When) -> io::Result<Option<u64>> {
         let len = self.file.len.load(Ordering::Acquire);
-        if self.live.is_empty() && len >= EMPTY_AT {
+        if self.live.is_empty() && self.held.is_empty() && len >= EMPTY_AT {
             let pos = self.file.truncate(&self.path)?;
             self.after(pos, when)?;
             return Ok(Some(pos));
@@ -416,7 +458,12 @@ impl Store {
     fn rewrite(&mut self) -> io::Result<()> {
         let tmp = self.path.with_extension("tmp");
         let mut body = Vec::new();
-        for (key, data) in &self.live {
+        // Held records too: their removal is not to reach the disk yet.
+        for (key, data) in self
+            .live
+            .iter()
+            .chain(self.held.iter().map(|(k, d)| (k, d)))
+        {
             body.extend_from_slice(&encode(PUT, key, data));
         }
         {
@@ -976,5 +1023,37 @@ mod tests {
         drop(s);
         let after = Store::open(path, SyncMode::Never).expect("open");
         assert_eq!(sorted(&after), ["kept"]);
+    }
+
+    #[test]
+    fn a_held_removal_reaches_the_file_only_when_written() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join("s.log");
+        let mut s = Store::open(path.clone(), SyncMode::Never).expect("open");
+        s.put("r-1", b"one".to_vec()).expect("put");
+        s.put("r-2", b"two".to_vec()).expect("put");
+        assert!(s.hold_removal("r-1") && s.hold_removal("r-2"));
+        assert!(!s.hold_removal("r-3"), "not live");
+        assert!(s.live().is_empty(), "gone at once for Paho");
+        // A new record under a held key: its old removal must not follow it.
+        s.put("r-2", b"two again".to_vec()).expect("put");
+        // Traffic enough to empty or compact the file: neither may drop the
+        // record held.
+        for i in 0..2000 {
+            let key = format!("c-{i}");
+            s.put(&key, vec![7u8; 300]).expect("put");
+            s.remove(&key).expect("remove");
+        }
+        // A crash now (read from a copy: opening rewrites the file).
+        let copy = root.path().join("copy.log");
+        fs::copy(&path, &copy).expect("copy");
+        let crashed = Store::open(copy, SyncMode::Never).expect("open");
+        assert_eq!(sorted(&crashed), ["r-1", "r-2"], "a crash before the write");
+        assert_eq!(crashed.live()["r-2"], b"two again");
+        drop(crashed);
+        s.write_held(When::Later).expect("write");
+        assert_eq!(sorted(&s), ["r-2"]);
+        let after = Store::open(path, SyncMode::Never).expect("open");
+        assert_eq!(sorted(&after), ["r-2"]);
     }
 }

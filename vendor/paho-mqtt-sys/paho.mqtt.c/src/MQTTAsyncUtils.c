@@ -66,6 +66,8 @@ static int MQTTAsync_disconnect_internal(MQTTAsync handle, int timeout);
 static int cmdMessageIDCompare(void* a, void* b);
 static void MQTTAsync_retry(void);
 static MQTTPacket* MQTTAsync_cycle(SOCKET* sock, unsigned long timeout, int* rc);
+/* pi-mqtt patch: at most this many acknowledgements held before a commit */
+#define PIMQTT_HELD_ACKS_MAX 256
 static int MQTTAsync_connecting(MQTTAsyncs* m);
 
 extern MQTTProtocol state; /* defined in MQTTAsync.c */
@@ -2476,6 +2478,10 @@ static void MQTTAsync_closeOnly(Clients* client, enum MQTTReasonCodes reasonCode
 	client->ping_due = 0;
 	if (client->net.socket > 0)
 	{
+		/* pi-mqtt patch: what is held goes out before a DISCONNECT, or with the connection */
+		if (client->connected)
+			MQTTProtocol_flushAcks();
+		MQTTProtocol_dropAcks(client);
 		MQTTProtocol_checkPendingWrites();
 		if (client->connected && MQTTAsync_Socket_noPendingWrites(client->net.socket))
 			MQTTPacket_send_disconnect(client, reasonCode, props);
@@ -3085,8 +3091,31 @@ static MQTTPacket* MQTTAsync_cycle(SOCKET* sock, unsigned long timeout, int* rc)
 		/*int should_stop = 0;*/
 		int interrupted = 0;
 
+		/* pi-mqtt patch: held acknowledgements (MQTTProtocolClient.c) go out, after one commit,
+		 * when no packet is ready to read, before the thread would wait; or once this many are
+		 * held (a broker that never pauses must still get them) */
+		int held = 0;
+
+		MQTTAsync_lock_mutex(mqttasync_mutex);
+		held = MQTTProtocol_heldAcks();
+		if (held >= PIMQTT_HELD_ACKS_MAX)
+			MQTTProtocol_flushAcks();
+		MQTTAsync_unlock_mutex(mqttasync_mutex);
+		*sock = 0;
+		rc1 = 0;
+		if (held > 0 && held < PIMQTT_HELD_ACKS_MAX)
+		{
+			*sock = Socket_getReadySocket(0, 0, socket_mutex, &rc1, &interrupted);
+			if (*sock == 0 && rc1 == 0)
+			{
+				MQTTAsync_lock_mutex(mqttasync_mutex);
+				MQTTProtocol_flushAcks();
+				MQTTAsync_unlock_mutex(mqttasync_mutex);
+			}
+		}
 		/* 0 from getReadySocket indicates no work to do, rc -1 == error */
-		*sock = Socket_getReadySocket(0, (int)timeout, socket_mutex, &rc1, &interrupted);
+		if (*sock == 0 && rc1 == 0)
+			*sock = Socket_getReadySocket(0, (int)timeout, socket_mutex, &rc1, &interrupted);
 		*rc = rc1;
 		/*MQTTAsync_lock_mutex(mqttasync_mutex);
 		should_stop = MQTTAsync_tostop;

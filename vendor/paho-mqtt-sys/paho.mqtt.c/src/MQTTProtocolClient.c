@@ -63,6 +63,107 @@ typedef struct {
 	int ackType;
 } AckRequest;
 
+/* pi-mqtt patch: acknowledgements after durability, by group commit. Paho answers a QoS 2
+ * PUBLISH with PUBREC once its r- record is written, and a PUBREL with PUBCOMP once the
+ * message callback returned; a QoS 1 PUBLISH with PUBACK likewise. Written is not on the disk:
+ * after a power cut the broker counts as delivered what the disk never got (hundreds of
+ * messages were lost in a drain). Syncing each record before its acknowledgement is safe but
+ * costs a disk sync per packet. With a commit hook set (pimqtt_set_commit_hook), these
+ * acknowledgements are held while packets keep coming, and before they go out the hook makes
+ * everything written so far durable with one sync per file (MQTTProtocol_flushAcks, called by
+ * the receive thread before it would wait for more). A held acknowledgement belongs to its
+ * connection: a closed connection drops its own (the broker sends the PUBLISH or PUBREL again
+ * on the next one). All of it under mqttasync_mutex, as the handlers run. */
+typedef struct {
+	Clients* client;
+	SOCKET socket;
+	int ackType;
+	int msgId;
+	int MQTTVersion;
+} HeldAck;
+static List held_acks;
+static pimqtt_commit_hook* commit_hook = NULL;
+
+void pimqtt_set_commit_hook(pimqtt_commit_hook* hook)
+{
+	commit_hook = hook;
+}
+
+/* Sends an acknowledgement now (queued behind a pending write), as upstream does. */
+static int MQTTProtocol_sendAck(Clients* client, SOCKET sock, int ackType, int msgId, int MQTTVersion)
+{
+	if (!Socket_noPendingWrites(sock))
+		return MQTTProtocol_queueAck(client, ackType, msgId);
+	switch (ackType)
+	{
+		case PUBACK:
+			return MQTTPacket_send_puback(MQTTVersion, msgId, &client->net, client->clientID);
+		case PUBREC:
+			return MQTTPacket_send_pubrec(MQTTVersion, msgId, &client->net, client->clientID);
+		default:
+			return MQTTPacket_send_pubcomp(MQTTVersion, msgId, &client->net, client->clientID);
+	}
+}
+
+/* An acknowledgement of something received: held for the next commit when there is a hook. */
+static int MQTTProtocol_ack(Clients* client, SOCKET sock, int ackType, int msgId, int MQTTVersion)
+{
+	HeldAck* held = NULL;
+
+	if (commit_hook == NULL)
+		return MQTTProtocol_sendAck(client, sock, ackType, msgId, MQTTVersion);
+	if ((held = malloc(sizeof(HeldAck))) == NULL)
+		return PAHO_MEMORY_ERROR;
+	held->client = client;
+	held->socket = sock;
+	held->ackType = ackType;
+	held->msgId = msgId;
+	held->MQTTVersion = MQTTVersion;
+	ListAppend(&held_acks, held, sizeof(HeldAck));
+	return TCPSOCKET_COMPLETE;
+}
+
+int MQTTProtocol_heldAcks(void)
+{
+	return held_acks.count;
+}
+
+/* Commits, then sends every held acknowledgement whose connection is still the one it came on.
+ * A failed commit sends nothing: the acknowledgements stay held, and the next flush tries again. */
+void MQTTProtocol_flushAcks(void)
+{
+	ListElement* current = NULL;
+
+	FUNC_ENTRY;
+	if (held_acks.count == 0 || commit_hook == NULL)
+		goto exit;
+	if ((*commit_hook)() != 0)
+		goto exit;
+	while (ListNextElement(&held_acks, &current))
+	{
+		HeldAck* held = (HeldAck*)(current->content);
+		Clients* client = held->client;
+
+		if (client->connected && client->net.socket == held->socket)
+			MQTTProtocol_sendAck(client, held->socket, held->ackType, held->msgId, held->MQTTVersion);
+	}
+	ListEmpty(&held_acks);
+exit:
+	FUNC_EXIT;
+}
+
+static int heldAckClientCompare(void* a, void* b)
+{
+	return ((HeldAck*)a)->client == (Clients*)b;
+}
+
+/* A connection of this client closes, or the client goes: its held acknowledgements go too. */
+void MQTTProtocol_dropAcks(Clients* client)
+{
+	while (ListRemoveItem(&held_acks, client, heldAckClientCompare))
+		;
+}
+
 
 /**
  * List callback function for comparing Message structures by message id
@@ -341,7 +442,6 @@ int MQTTProtocol_handlePublishes(void* pack, SOCKET sock)
 	Clients* client = NULL;
 	char* clientid = NULL;
 	int rc = TCPSOCKET_COMPLETE;
-	int socketHasPendingWrites = 0;
 
 	FUNC_ENTRY;
 	client = (Clients*)(ListFindItem(bstate->clients, &sock, clientSocketCompare)->content);
@@ -364,16 +464,12 @@ int MQTTProtocol_handlePublishes(void* pack, SOCKET sock)
 		goto exit;
 	}
 
-	socketHasPendingWrites = !Socket_noPendingWrites(sock);
-
 	if (publish->header.bits.qos == 1)
 	{
 		Protocol_processPublication(publish, client, 1);
   
-		if (socketHasPendingWrites)
-			rc = MQTTProtocol_queueAck(client, PUBACK, publish->msgId);
-		else
-			rc = MQTTPacket_send_puback(publish->MQTTVersion, publish->msgId, &client->net, client->clientID);
+		/* pi-mqtt patch: held for the next commit when there is a hook */
+		rc = MQTTProtocol_ack(client, sock, PUBACK, publish->msgId, publish->MQTTVersion);
 	}
 	else if (publish->header.bits.qos == 2)
 	{
@@ -445,10 +541,8 @@ int MQTTProtocol_handlePublishes(void* pack, SOCKET sock)
 			}
 			memcpy(m->publish->payload, temp, m->publish->payloadlen);
 		}
-		if (socketHasPendingWrites)
-			rc = MQTTProtocol_queueAck(client, PUBREC, publish->msgId);
-		else
-			rc = MQTTPacket_send_pubrec(publish->MQTTVersion, publish->msgId, &client->net, client->clientID);
+		/* pi-mqtt patch: held for the next commit when there is a hook */
+		rc = MQTTProtocol_ack(client, sock, PUBREC, publish->msgId, publish->MQTTVersion);
 		publish->topic = NULL;
 	}
 exit:
@@ -669,10 +763,9 @@ int MQTTProtocol_handlePubrels(void* pack, SOCKET sock)
 		}
 	}
 	/* Send ack under all circumstances because MQTT state can get out of step - this standard also says to do this */
-	if (!Socket_noPendingWrites(sock))
-		rc = MQTTProtocol_queueAck(client, PUBCOMP, pubrel->msgId);
-	else
-		rc = MQTTPacket_send_pubcomp(pubrel->MQTTVersion, pubrel->msgId, &client->net, client->clientID);
+	/* pi-mqtt patch: held for the next commit when there is a hook (also for a PUBREL of a message
+	 * already released: its journal entry may not be on the disk yet) */
+	rc = MQTTProtocol_ack(client, sock, PUBCOMP, pubrel->msgId, pubrel->MQTTVersion);
 
 	if (pubrel->MQTTVersion >= MQTTVERSION_5)
 		MQTTProperties_free(&pubrel->properties);
@@ -1025,6 +1118,7 @@ void MQTTProtocol_freeClient(Clients* client)
 {
 	FUNC_ENTRY;
 	/* free up pending message lists here, and any other allocated data */
+	MQTTProtocol_dropAcks(client); /* pi-mqtt patch */
 	MQTTProtocol_freeMessageList(client->outboundMsgs);
 	MQTTProtocol_freeMessageList(client->inboundMsgs);
 	ListFree(client->messageQueue);

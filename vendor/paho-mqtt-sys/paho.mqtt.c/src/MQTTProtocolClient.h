@@ -58,6 +58,13 @@ char* MQTTStrdup(const char* src);
 
 void MQTTProtocol_writeAvailable(SOCKET socket);
 
+/* pi-mqtt patch: acknowledgements after durability (see MQTTProtocolClient.c) */
+typedef int pimqtt_commit_hook(void);
+void pimqtt_set_commit_hook(pimqtt_commit_hook* hook);
+int MQTTProtocol_heldAcks(void);
+void MQTTProtocol_flushAcks(void);
+void MQTTProtocol_dropAcks(Clients* client);
+
 //#define MQTTStrdup(src) MQTTStrncpy(malloc(strlen(src)+1), src, strlen(src)+1)
 
 #endif
