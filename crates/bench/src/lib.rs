@@ -171,6 +171,34 @@ pub fn client(uri: &str, id: &str, buffered: usize) -> mqtt::AsyncClient {
 }
 
 /// The `p` quantile (0..1) of `v`, which it sorts; NaN when empty.
+/// The median time, in seconds, of appending a 200-byte record to a file
+/// in `dir` and syncing it (`fdatasync`), what one state-file sync costs on
+/// that disk: with `--sync always` a drain costs about one per message, so
+/// `n` times this is the floor of its time (and ping-pong pays one per
+/// round trip).
+pub fn sync_latency(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("bench-sync-latency");
+    let mut file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(_) => return f64::NAN,
+    };
+    let mut times: Vec<f64> = (0..500)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = file.write_all(&[7u8; 200]);
+            let _ = file.sync_data();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    median(&mut times)
+}
+
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;

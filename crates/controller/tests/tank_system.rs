@@ -522,12 +522,12 @@ fn controller_through_ten_power_cuts_during_a_drain_loses_nothing() {
         .assert_kills_lose_nothing("controller, power cut x10, 5000 levels");
 }
 
-/// What each `--sync` mode loses to power cuts (README, "--sync"), on the
+/// What each `--sync` mode loses to power cuts (docs/reliability.md, "--sync"), on the
 /// controller's backlog (every payload different, so a stale message is
 /// told from a lost one): run by hand, `cargo test -p controller --test
-/// controller power_cuts_by_sync_mode -- --ignored --nocapture`.
+/// main power_cuts_by_sync_mode -- --ignored --nocapture`.
 #[test]
-#[ignore = "a measurement for the README, not a check"]
+#[ignore = "a measurement for docs/reliability.md, not a check"]
 fn power_cuts_by_sync_mode() {
     for mode in ["always", "batched", "never"] {
         let report = controller_drain_with(Fault::PowerCut, &["--sync", mode]);

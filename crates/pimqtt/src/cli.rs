@@ -112,11 +112,14 @@ pub struct CommonArgs {
 
     /// When the state directory's files reach the disk. always: nothing is
     /// acknowledged before it is on the disk, so a power cut loses nothing
-    /// and repeats at most the message being applied. batched (opt-in,
-    /// faster): synced every 0.1 s; a power cut can lose the messages of the
-    /// last 0.1 s and apply old ones again after newer ones. never (opt-in):
-    /// left to the kernel (about 30 s); a crash of the program loses
-    /// nothing, a power cut more than batched.
+    /// and repeats at most the message being applied; about one disk sync
+    /// per message. batched (opt-in, 4x faster to drain a backlog): synced
+    /// every 0.1 s; a power cut can lose the messages of the last 0.1 s
+    /// and apply old ones again after newer ones (measured: 854 of a
+    /// 5,000-message backlog lost over 20 cuts). never (opt-in): left to the
+    /// kernel (about 30 s); a crash of the program loses nothing, a power
+    /// cut more than batched (4,959 over 20 cuts). See docs/reliability.md,
+    /// "--sync".
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = SyncMode::Always)]
     pub sync: SyncMode,
 

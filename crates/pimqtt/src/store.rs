@@ -55,15 +55,17 @@ const REMOVE: u8 = 0;
 pub enum SyncMode {
     /// Nothing is acknowledged before it is on the disk (the default): a
     /// power cut loses nothing and repeats at most the one message being
-    /// applied, never an older one after a newer. Costs two disk syncs per
-    /// QoS 2 message received (one sync covers whatever was written before
-    /// it; a drain measured 2.4 to 2.5: README, "--sync").
+    /// applied, never an older one after a newer. About one disk sync per
+    /// message received.
+    // Paho's acknowledgements of a burst share one commit (commit.rs); the
+    // "applied" marks cannot (a drain measured 1.02 to 1.15 syncs a message:
+    // docs/reliability.md, "--sync").
     #[default]
     Always,
     /// Opt-in, faster: synced every 100 ms on a background thread, the
     /// program never waits for the disk. A power cut can lose the messages
     /// received in the last 100 ms and apply again, out of order, messages
-    /// already applied (measured: README, "--sync").
+    /// already applied (measured: docs/reliability.md, "--sync").
     Batched,
     /// Opt-in: when the kernel gets to it (about 30 s). Survives a crash of
     /// the program, not a power cut (it loses what batched loses, and more).

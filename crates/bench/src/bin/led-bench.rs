@@ -250,9 +250,16 @@ impl Bench {
             let (ot, rt) = (median(&mut ours_t[m]), median(&mut ref_t[m]));
             let name = format!("(a) drain {n} queued QoS 2, --sync {mode}");
             if m == 0 {
-                // The default: safe against a power cut, so it costs disk
-                // syncs; the target is for the opt-in `batched` below.
-                table.row(&name, ot, rt, "s", true, "(safe default)");
+                // The default, safe against a power cut: issue 20's target,
+                // and below it the floor this disk sets.
+                table.row(&name, ot, rt, "s", ot <= rt * 2.0, "<= 2x");
+                let sync = bench::sync_latency(self.state.path());
+                println!(
+                    "    floor of --sync always on this disk: {n} x one sync ({:.3} ms) = {:.3} s = {:.2}x the reference",
+                    sync * 1e3,
+                    sync * n as f64,
+                    sync * n as f64 / rt
+                );
             } else if *mode == "batched" {
                 table.row(&name, ot, rt, "s", ot <= rt * 1.3, "<= 1.3x");
             } else {
@@ -328,8 +335,10 @@ impl Bench {
             format!("(b) ping-pong QoS 2 p99, {mode}"),
         );
         if safe {
-            table.row(&p50, o50, r50, "ms", true, "(safe default)");
-            table.row(&p99, o99, r99, "ms", true, "(safe default)");
+            // Issue 20's target; a round trip waits for at least one sync
+            // (the PUBREC's), which the reference never makes.
+            table.row(&p50, o50, r50, "ms", o50 <= r50 * 1.3, "<= 1.3x");
+            table.row(&p99, o99, r99, "ms", true, "(none)");
             let (oi, ri) = (o_idle as f64 / 1024.0, r_idle as f64 / 1024.0);
             table.row("(c) idle RSS", oi, ri, "MiB", oi < 5.0, "< 5 MiB");
         } else {
