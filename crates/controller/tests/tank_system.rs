@@ -525,7 +525,7 @@ fn controller_through_ten_power_cuts_during_a_drain_loses_nothing() {
 /// What each `--sync` mode loses to power cuts (docs/reliability.md, "--sync"), on the
 /// controller's backlog (every payload different, so a stale message is
 /// told from a lost one): run by hand, `cargo test -p controller --test
-/// main power_cuts_by_sync_mode -- --ignored --nocapture`.
+/// controller power_cuts_by_sync_mode -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement for docs/reliability.md, not a check"]
 fn power_cuts_by_sync_mode() {
