@@ -291,8 +291,9 @@ impl Bench {
     /// each pair of samples is taken in the same moment of a shared machine.
     /// Measured one after the other, the p50 ratio of one build ranged from
     /// 1.02 to 1.16 over six runs; paired, from 1.07 to 1.08. Run for the
-    /// default `--sync always` (two disk syncs a message: no target) and for
-    /// `--sync batched` (the targets); idle memory is the default's.
+    /// default `--sync always` (a round trip waits for one disk sync; issue
+    /// 20's target of 1.3x) and for `--sync batched`; idle memory is the
+    /// default's.
     fn ping_pong(&self, table: &mut Table, pubr: &mqtt::AsyncClient, mode: &str) {
         let w = Peer::watching(&self.broker, "bench-watch2", &["led/status"]);
         let (mut ol, mut rl, mut o_idle, mut r_idle) = (vec![], vec![], 0u64, 0u64);
