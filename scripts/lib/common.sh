@@ -12,6 +12,12 @@ PIMQTT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # scripts/test runs the broker-facing tests against it too.
 PIMQTT_MOSQUITTO_NEW_VERSION=2.0.21
 PIMQTT_MOSQUITTO_NEW_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pi-mqtt/mosquitto-$PIMQTT_MOSQUITTO_NEW_VERSION"
+# Mosquitto 2.1.2 (Debian forky's, the base of the next Raspberry Pi OS),
+# unpacked there too with the forky libraries it runs on (glibc included):
+# its bin/mosquitto runs it with forky's own dynamic loader; scripts/test
+# runs the broker-facing tests against it as well.
+PIMQTT_MOSQUITTO_NEXT_VERSION=2.1.2
+PIMQTT_MOSQUITTO_NEXT_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/pi-mqtt/mosquitto-$PIMQTT_MOSQUITTO_NEXT_VERSION"
 
 # The Mosquitto to run: $PIMQTT_MOSQUITTO (a command or a path, as for the
 # Rust test toolkit's Broker), else the system's `mosquitto`.
