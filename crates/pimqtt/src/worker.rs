@@ -130,11 +130,12 @@ fn run(rx: &Receiver<Job>) {
 }
 
 /// Hands `f` what `rx` holds, but for at most `budget`: when jobs come
-/// faster than they are done, the timers must still run. (Each publication
-/// queued while the broker is away is synced to the disk first; a fleet of
-/// 50 tanks on a disk slowed down by other writers kept its worker busy
-/// with them for minutes after a restart, and not one connect was tried:
-/// the soak's "no level from any tank" failures.)
+/// faster than they are done, the timers must still run. (A restarted
+/// fleet of 50 tanks on a loaded machine kept its worker busy handing over
+/// the publications queued while the broker was away, each one synced to
+/// the disk and, before Paho patch 13, costing a scan of every client's
+/// queued commands; for minutes not one connect was tried: the soak's "no
+/// level from any tank" failures.)
 fn take_queued<T>(rx: &Receiver<T>, budget: Duration, mut f: impl FnMut(T)) {
     let until = Instant::now() + budget;
     while let Ok(job) = rx.try_recv() {
