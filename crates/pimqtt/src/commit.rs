@@ -5,7 +5,7 @@
 //! forget a message, so what it stands for must be on the disk first: for a
 //! PUBREC, Paho's `r-` record of the message; for a PUBCOMP or a PUBACK, the
 //! message in the program's journal. Syncing each record before its own
-//! acknowledgement cost 2.5 syncs per message of a drain. Paho (patch 12,
+//! acknowledgement cost 2.5 syncs per message of a drain. Paho (patch 11,
 //! vendor/README.md) now holds these acknowledgements while packets keep
 //! coming, and before it sends them calls [`commit`] once:
 //!

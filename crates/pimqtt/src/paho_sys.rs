@@ -49,7 +49,7 @@ pub(crate) fn protocol_trace_only() {
 extern "C" {
     /// Our patch to the vendored Paho C (vendor/README.md, point 8).
     fn pimqtt_releasing_msgid() -> c_int;
-    /// Patch 12: acknowledgements held until this returns 0.
+    /// Patch 11: acknowledgements held until this returns 0.
     fn pimqtt_set_commit_hook(hook: Option<extern "C" fn() -> c_int>);
 }
 

@@ -133,7 +133,7 @@ fn run(rx: &Receiver<Job>) {
 /// faster than they are done, the timers must still run. (A restarted
 /// fleet of 50 tanks on a loaded machine kept its worker busy handing over
 /// the publications queued while the broker was away, each one synced to
-/// the disk and, before Paho patch 13, costing a scan of every client's
+/// the disk and, before Paho patch 12, costing a scan of every client's
 /// queued commands; for minutes not one connect was tried: the soak's "no
 /// level from any tank" failures.)
 fn take_queued<T>(rx: &Receiver<T>, budget: Duration, mut f: impl FnMut(T)) {

@@ -7,7 +7,7 @@
 //! connection, which Mosquitto 2.0.21 answers by closing it ("protocol
 //! error", eclipse-mosquitto#3602), at every connect. Our vendored Paho
 //! sends a message again once per connection, at its own connect
-//! (vendor/README.md, patch 9). Here the PUBRECs are lost (the proxy lets
+//! (vendor/README.md, patch 8). Here the PUBRECs are lost (the proxy lets
 //! the broker's replies through only up to the CONNACK), so every level stays
 //! in flight while the sessions reconnect one after the other.
 

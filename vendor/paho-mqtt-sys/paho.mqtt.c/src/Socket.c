@@ -698,10 +698,6 @@ int isReady(int socket, fd_set* read_set, fd_set* write_set)
  * @param index the socket index to check
  * @return boolean - is the socket ready to go?
  */
-/* pi-mqtt patch: set when Socket_getReadySocket took the saved write set as all
- * writable without polling it (see there). */
-static int write_poll_skipped = 0;
-
 int isReady(int index)
 {
 	int rc = 1;
@@ -713,9 +709,7 @@ int isReady(int index)
 		rc = 0;
 	else if ((mod_s.saved.fds_read[index].revents & POLLHUP) || (mod_s.saved.fds_read[index].revents & POLLNVAL))
 		; /* signal work to be done if there is an error on the socket */
-	/* pi-mqtt patch: a socket whose connect began after an unpolled round is not taken as
-	 * connected on that round's assumed POLLOUT; the next round polls it for real. */
-	else if  (!write_poll_skipped && ListFindItem(mod_s.connect_pending, socket, intcompare) &&
+	else if  (ListFindItem(mod_s.connect_pending, socket, intcompare) &&
 			(mod_s.saved.fds_write[index].revents & POLLOUT))
 		ListRemoveItem(mod_s.connect_pending, socket, intcompare);
 	else
@@ -978,22 +972,7 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		}
 
 		/* Check pending write set for writeable sockets */
-		if (mod_s.write_pending->count == 0 && mod_s.connect_pending->count == 0)
-		{
-			/* pi-mqtt patch: with no write waiting and no connect under way this poll could only
-			 * say "writable" for every socket (a full send buffer leaves a pending write), and it
-			 * cost a system call for each packet received. Taken as said. */
-			int i;
-			for (i = 0; i < mod_s.saved.nfds; ++i)
-				mod_s.saved.fds_write[i].revents = POLLOUT;
-			rc1 = mod_s.saved.nfds;
-			write_poll_skipped = 1;
-		}
-		else
-		{
-			rc1 = poll(mod_s.saved.fds_write, mod_s.saved.nfds, 0);
-			write_poll_skipped = 0;
-		}
+		rc1 = poll(mod_s.saved.fds_write, mod_s.saved.nfds, 0);
 		if (rc1 > 0 && Socket_continueWrites(&sock, mutex) == SOCKET_ERROR)
 		{
 			*rc = SOCKET_ERROR;
@@ -1017,11 +996,11 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 			mod_s.saved.cur_fd = (mod_s.saved.cur_fd == mod_s.saved.nfds - 1) ? -1 : mod_s.saved.cur_fd + 1;
 		}
 
-		/* pi-mqtt patch: the interrupt socket is read only when poll says it has something.
-		 * Upstream read it (non-blocking) before and after every poll, two failing system
-		 * calls for each packet received: a fifth of the receive thread's system calls while
-		 * a backlog drains. A byte sent while we were not polling now wakes the poll at once
-		 * (upstream threw it away); what it asked for is then done, as for any interrupt. */
+		/* clear interrupt socket - make sure it is unset */
+		{
+			static char dbuf[1];
+			/*int irc = */recv(sockfd[0], dbuf, 1, 0);
+		}
 		/* Prevent performance issue by unlocking the socket_mutex while waiting for a ready socket. */
 		Paho_thread_unlock_mutex(mutex);
 		*rc = poll(mod_s.saved.fds_read, mod_s.saved.nfds, timeout_ms);
@@ -1035,22 +1014,13 @@ SOCKET Socket_getReadySocket(int more_work, int timeout, mutex_type mutex, int* 
 		Log(TRACE_MAX, -1, "Return code %d from poll", *rc);
 
 		/* check interrupt socket to see if we were interrupted */
-		if (*rc > 0)
 		{
-			int i;
-			for (i = 0; i < mod_s.saved.nfds; ++i)
+			static char dbuf[1];
+			int irc = recv(sockfd[0], dbuf, 1, 0);
+			if (irc > 0)
 			{
-				if (mod_s.saved.fds_read[i].fd == sockfd[0] && mod_s.saved.fds_read[i].revents)
-				{
-					static char dbuf[64];
-					int irc = recv(sockfd[0], dbuf, sizeof(dbuf), 0);
-					if (irc > 0)
-					{
-						*interrupted = 1;
-						Log(TRACE_MINIMUM, -1, "Poll was interrupted, rc %d", irc);
-					}
-					break;
-				}
+				*interrupted = 1;
+				Log(TRACE_MINIMUM, -1, "Poll was interrupted, rc %d", irc);
 			}
 		}
 
