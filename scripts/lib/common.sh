@@ -32,16 +32,31 @@ mosquitto_version() { # [BINARY]
 # True if something accepts TCP connections on HOST PORT.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
-# A free TCP port on 127.0.0.1, chosen by the kernel (a random unused one if
-# python3 is missing).
+# A free TCP port on 127.0.0.1, a random unused one below the ephemeral range
+# (checked by binding it with python3, by connecting without it).
 free_port() {
+  # Below the kernel's ephemeral ports (as the Rust testkit's free_port):
+  # a client reconnecting to a broker that is down for a restart must not
+  # be given the broker's port as its own and connect to itself.
   if command -v python3 >/dev/null; then
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+floor = min(10000, low - 1024)
+while True:
+    p = random.randrange(floor, low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break'
     return
   fi
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % 22000))
     port_open 127.0.0.1 "$p" || { echo "$p"; return; }
   done
 }

@@ -19,7 +19,10 @@
 //! applied, and must be on the disk before the next message is handed over
 //! ([`Journal::settle`]), so a power cut repeats at most the one message in
 //! hand. That is the one sync per message a drain costs: the program
-//! applies one message at a time, and no sync may cover two of them.
+//! applies one message at a time, and no sync may cover two of them. The
+//! mark also waits until what the program published in answer to the
+//! message is in Paho's persistence (handoff.rs): a cut then repeats a
+//! level with its pump command, or keeps both, never the level alone.
 //!
 //! The mark of a message released by the broker (QoS 2) is a tombstone,
 //! not a removal: it keeps naming Paho's `r-` record of that message until
@@ -38,6 +41,8 @@ use std::sync::{Condvar, Mutex};
 use log::warn;
 use paho_mqtt as mqtt;
 
+use crate::handoff::HANDOFF;
+use crate::options::OP_TIMEOUT;
 use crate::store::{settle_lazy, Store, SyncMode, When};
 
 /// Messages handed over but not yet applied before Paho's thread waits
@@ -282,7 +287,9 @@ impl Journal {
     /// messages are pending, unless `stopping` says a stop is under way.
     pub(crate) fn record(&self, entry: &Entry, stopping: impl Fn() -> bool) -> Option<u64> {
         let mut st = self.state.lock().ok()?;
-        while st.pending >= ROOM && !stopping() {
+        // Past the room while a publication waits for the worker
+        // (handoff.rs): else the three would wait for one another.
+        while st.pending >= ROOM && !stopping() && !HANDOFF.outstanding() {
             st = self
                 .room
                 .wait_timeout(st, std::time::Duration::from_millis(50))
@@ -315,6 +322,27 @@ impl Journal {
 
     /// The program has acted on message `seq`.
     pub(crate) fn applied(&self, seq: u64) {
+        // Room first: Paho's thread may be waiting for it while holding
+        // Paho's lock, which the worker needs to hand over what we wait
+        // for next. Only a full journal has a waiter: waking nobody still
+        // costs a system call, once per message.
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let was_full = st.pending >= ROOM;
+        st.pending = st.pending.saturating_sub(1);
+        drop(st);
+        if was_full || HANDOFF.outstanding() {
+            self.room.notify_all();
+        }
+        // What the program published in answer to the message goes to
+        // Paho's persistence before the mark (handoff.rs).
+        if !HANDOFF.wait(OP_TIMEOUT) {
+            warn!(
+                "publications still queued after {}s; marking the message applied anyway",
+                OP_TIMEOUT.as_secs()
+            );
+        }
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -336,10 +364,6 @@ impl Journal {
             Ok(None) => {}
             Err(e) => warn!("cannot write the inbox journal: {e}"),
         }
-        // Only a full journal has a waiter: waking nobody still costs a
-        // system call, once per message.
-        let was_full = st.pending >= ROOM;
-        st.pending = st.pending.saturating_sub(1);
         // Those whose records' removals are written. Without group commit,
         // all but the newest: Paho removes a record after our callback
         // returns, so the newest one's removal may not be written yet; every
@@ -355,9 +379,6 @@ impl Journal {
             st.tombstones.drain(..n).collect()
         };
         drop(st);
-        if was_full {
-            self.room.notify_all();
-        }
         if !clear.is_empty() {
             self.clear_tombstones(clear);
         }

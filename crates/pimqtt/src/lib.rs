@@ -41,6 +41,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fleet;
+mod handoff;
 mod instance;
 mod journal;
 pub mod logging;

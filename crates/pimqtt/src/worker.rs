@@ -25,6 +25,7 @@ use paho_mqtt as mqtt;
 
 use crate::client::{diagnose, Core, Diagnosis};
 use crate::events::Event;
+use crate::handoff::HANDOFF;
 use crate::options::OP_TIMEOUT;
 use crate::reconnect::{Decision, Fact, Loss, Policy};
 
@@ -75,6 +76,9 @@ impl Worker {
     }
 
     pub(crate) fn send(&self, job: Job) {
+        if matches!(job, Job::Publish(..)) {
+            HANDOFF.queued();
+        }
         let _ = self.tx.send(job);
     }
 
@@ -190,6 +194,7 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
                     warn!("could not queue a message for {topic}: {e}");
                 }
             }
+            HANDOFF.handed();
         }
         Job::Close(keys) => close(&keys, links),
     }

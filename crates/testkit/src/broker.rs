@@ -2,6 +2,7 @@
 //! ([`free_port`], [`listens`]), and which Mosquitto that is
 //! ([`mosquitto_bin`], [`mosquitto_version`]).
 
+use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,23 +10,54 @@ use std::sync::Mutex;
 
 use crate::{poll, signal, wait_until, Peer, Proc, DEADLINE};
 
-/// Asks the OS for a free loopback port, never one this process was given
-/// before: a broker stopped for a restart leaves its port free for a while,
-/// and a test running beside it must not start its own broker there.
+/// A free loopback port, below the kernel's range of ephemeral ports and
+/// never one this process was given before.
+///
+/// Why not the OS's pick (`bind` to port 0): that comes from the ephemeral
+/// range, the same ports the kernel gives outgoing connections. While a
+/// test's broker is down for a restart, a client reconnecting to it could
+/// be given the broker's own port as its local port and connect to itself
+/// (TCP's simultaneous open): Mosquitto then found its port taken ("the
+/// soak failed: mosquitto ended instead of listening"). Outside that range
+/// only another `bind` can take it, and a test running beside it never
+/// asks for a port it was given before.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    let (low, _) = ephemeral_ports();
+    let floor = 10_000u16.min(low.saturating_sub(1024));
+    let span = u64::from(low.saturating_sub(floor).max(1));
+    let mut dice = std::collections::hash_map::RandomState::new().build_hasher();
+    for n in 0u64.. {
+        dice.write_u64(n);
+        let port = if span > 1000 {
+            floor + (dice.finish() % span) as u16
+        } else {
+            // A machine whose ephemeral range starts low: the OS's pick.
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
+    unreachable!("the loop above only ends by returning")
+}
+
+/// The kernel's ephemeral ports (Linux: `net.ipv4.ip_local_port_range`).
+fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(str::parse::<u16>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 /// Whether process `pid` itself listens on loopback `port` (Linux's /proc):
