@@ -156,6 +156,9 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         },
         inbox,
     )?;
+    if let Some(ha) = &ha {
+        ha.ha.subscribe(&session);
+    }
     session.start();
     let table = match args.dashboard {
         Mode::Auto => std::io::stdout().is_terminal(),
@@ -220,8 +223,8 @@ impl Alarms {
     /// announces the alarms of an id seen for the first time (false: the
     /// controller still has to decide on the message).
     fn heard(&mut self, session: &Session, d: &Delivery) -> bool {
-        if self.ha.is_status(d) {
-            if self.ha.wants_announce(d) {
+        if self.ha.is_ours(session, d) {
+            if self.ha.heard(session, d) {
                 self.announce_all(session);
             }
             return true;
@@ -229,11 +232,13 @@ impl Alarms {
         let id = Topic::parse(d.topic()).and_then(Topic::id);
         if let Some(id) = id.filter(|id| !self.known.contains(*id)) {
             self.known.insert(id.to_string());
-            self.ha.announce(session, &Entity::alarms(id));
+            self.announce_all(session);
         }
         false
     }
 
+    /// Every known tank's alarms: a device config lists all its entities
+    /// (one left out would be deleted), so a new tank sends them all.
     fn announce_all(&self, session: &Session) {
         if !self.known.is_empty() {
             let all: Vec<Entity> = self

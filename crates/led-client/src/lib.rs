@@ -67,6 +67,9 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         },
         inbox,
     )?;
+    if let Some(ha) = &ha {
+        ha.subscribe(&session);
+    }
     let entities = [Entity::led_light(session.qos())];
     // The level the LED has: off until a message sets one.
     let mut level = 0;
@@ -136,7 +139,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     result.and(late).and(off)
 }
 
-/// One message: Home Assistant's status (re-announce), or a level to apply.
+/// One message: Home Assistant's (its status, or a config to move), or a
+/// level to apply.
 /// Returns the level applied, for `led/state` (retained, so Home Assistant
 /// and the pages show what the LED does, not what was asked).
 fn handle(
@@ -146,8 +150,8 @@ fn handle(
     entities: &[Entity],
     d: &Delivery,
 ) -> anyhow::Result<Option<u8>> {
-    if let Some(ha) = ha.filter(|ha| ha.is_status(d)) {
-        if ha.wants_announce(d) {
+    if let Some(ha) = ha.filter(|ha| ha.is_ours(session, d)) {
+        if ha.heard(session, d) {
             ha.announce(session, entities);
         }
         return Ok(None);

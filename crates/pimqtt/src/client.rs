@@ -28,6 +28,10 @@ pub(crate) struct Core {
     pub(crate) server: std::sync::Mutex<String>,
     pub(crate) tag: usize,
     pub(crate) status_topic: Option<String>,
+    /// The topic filters subscribed to on every connect: the session
+    /// config's, and those added before the start
+    /// ([`Session::subscribe_too`](crate::Session::subscribe_too)).
+    pub(crate) subscriptions: std::sync::Mutex<Vec<String>>,
     pub(crate) qos: i32,
     pub(crate) events: EventSender,
     pub(crate) target: Target,

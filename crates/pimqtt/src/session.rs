@@ -118,6 +118,7 @@ impl Session {
             uri: opts.uri,
             tag: config.tag,
             status_topic: config.status_topic,
+            subscriptions: std::sync::Mutex::new(config.subscriptions),
             qos: common.qos,
             events: inbox.sender(),
             target: Target {
@@ -129,7 +130,7 @@ impl Session {
             up: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = Worker::get();
-        install_callbacks(&core, config.subscriptions, worker.clone(), opts.stamps);
+        install_callbacks(&core, worker.clone(), opts.stamps);
         Ok(Session { core, worker })
     }
 
@@ -160,6 +161,18 @@ impl Session {
     pub fn start(&self) {
         info!("{} connecting to {}", self.core.client_id, self.core.uri);
         self.connect();
+    }
+
+    /// Adds a topic filter to those subscribed to on every connect, for a
+    /// filter that names the session's own client id (Home Assistant
+    /// discovery's `<prefix>/+/<client id>/+/config`): the id is known only
+    /// once the session is built. Call it before [`start`](Self::start).
+    pub fn subscribe_too(&self, filter: String) {
+        self.core
+            .subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(filter);
     }
 
     /// Queues a publication with the session's QoS; Paho delivers it (and
@@ -336,12 +349,7 @@ fn writable_state_dir(common: &CommonArgs) -> Result<(), ConnectError> {
 /// call the client (Paho allows that from a callback) but must not wait for
 /// anything that waits for Paho; delivering a message waits (when too many
 /// are pending) only for the program's loop, which never calls Paho.
-fn install_callbacks(
-    core: &Arc<Core>,
-    subs: Vec<String>,
-    worker: Worker,
-    stamps: crate::persist::Stamps,
-) {
+fn install_callbacks(core: &Arc<Core>, worker: Worker, stamps: crate::persist::Stamps) {
     let client = &core.client;
     let (tag, qos, key) = (core.tag, core.qos, core.key);
     let status = core.status_topic.clone();
@@ -363,6 +371,12 @@ fn install_callbacks(
         }
         // Paho does not restore subscriptions after a reconnect, and a
         // clean session has none: subscribe every time.
+        let subs = up.upgrade().map_or_else(Vec::new, |c| {
+            c.subscriptions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
         // One SUBSCRIBE per filter: aedes 1.2.0 with Redis persistence
         // (the cluster of scripts/cluster) delivers nothing to a durable
         // session that subscribed to several filters in one SUBSCRIBE.

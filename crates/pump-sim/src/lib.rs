@@ -77,6 +77,9 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
             .collect(),
         ..SessionConfig::default()
     })?;
+    if let Some(ha) = &ha {
+        sessions.iter().for_each(|s| ha.subscribe(s));
+    }
     let mut pumps: Vec<Pump> = ids
         .iter()
         .map(|id| Pump {
@@ -104,8 +107,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         let _ = out.flush();
         match inbox.next(ticker.next_deadline()) {
             Next::Event(Event::Message(d)) => match &ha {
-                Some(ha) if ha.is_status(&d) => {
-                    if ha.wants_announce(&d) {
+                Some(ha) if sessions.get(d.session).is_some_and(|s| ha.is_ours(s, &d)) => {
+                    if ha.heard(&sessions[d.session], &d) {
                         announce(ha, &sessions, &pumps, d.session);
                     }
                 }

@@ -118,6 +118,9 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         .collect(),
         ..SessionConfig::default()
     })?;
+    if let Some(ha) = &ha {
+        sessions.iter().for_each(|s| ha.subscribe(s));
+    }
     let sessions = Arc::new(sessions);
     info!(
         "{} from {}",
@@ -167,8 +170,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
         let _ = out.flush();
         match inbox.next(ticker.as_ref().and_then(Ticker::next_deadline)) {
             Next::Event(Event::Message(d)) => match &ha {
-                Some(ha) if ha.is_status(&d) => {
-                    if ha.wants_announce(&d) {
+                Some(ha) if sessions.get(d.session).is_some_and(|s| ha.is_ours(s, &d)) => {
+                    if ha.heard(&sessions[d.session], &d) {
                         announce(ha, &sessions, &ids, args.sensor_timeout, d.session);
                     }
                 }
@@ -188,7 +191,6 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
     result
 }
 
-/// The pump's reported state, folded into its simulated tank.
 /// Tank `i`'s level sensor, to Home Assistant.
 fn announce(ha: &Discovery, sessions: &[Session], ids: &[String], expire: Duration, i: usize) {
     if let (Some(id), Some(s)) = (ids.get(i), sessions.get(i)) {
@@ -196,6 +198,7 @@ fn announce(ha: &Discovery, sessions: &[Session], ids: &[String], expire: Durati
     }
 }
 
+/// The pump's reported state, folded into its simulated tank.
 fn pump_state(tanks: &mut [Tank], d: &Delivery) {
     let Some(tank) = tanks.get_mut(d.session) else {
         return;
