@@ -27,7 +27,10 @@ PIMQTT_HA_ROOT="${PIMQTT_HA_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/pi-mqtt/homeas
 # integrations (pymicro-vad, pyspeex-noise) have no wheel for Python 3.14
 # on PyPI and are built from source.
 PIMQTT_HA_PACKAGES=(python3.14 python3.14-venv python3.14-dev g++ ca-certificates)
-PIMQTT_HA_STAMP="$PIMQTT_HA_SUITE ${PIMQTT_HA_PACKAGES[*]} homeassistant==$PIMQTT_HA_VERSION"
+# The integrations the tests configure (ha_prepare.py), besides those Home
+# Assistant always loads: their requirements are installed too.
+PIMQTT_HA_INTEGRATIONS=(mqtt api config http diagnostics recorder history)
+PIMQTT_HA_STAMP="$PIMQTT_HA_SUITE ${PIMQTT_HA_PACKAGES[*]} homeassistant==$PIMQTT_HA_VERSION ${PIMQTT_HA_INTEGRATIONS[*]} and (after_)dependencies"
 
 ha_pid="" ha_port="" ha_token="" ha_dir=""
 
@@ -37,11 +40,12 @@ ha_pid="" ha_port="" ha_token="" ha_dir=""
 # Runs COMMAND... in the root as root, in a mount namespace of its own (its
 # mounts vanish with it): /proc, /dev, and DIR (if not empty) bound at the
 # same path inside, so paths given to Home Assistant need no translation.
-# It execs: the caller's $! is Home Assistant's own pid.
+# With ha_exec=exec (in a subshell) every step execs: the subshell's pid
+# becomes COMMAND's, so a signal to it reaches Home Assistant itself.
 ha_run() { # DIR COMMAND...
   local bind="$1"
   shift
-  unshare --mount --propagation private -- /bin/bash -c '
+  ${ha_exec:-} unshare --mount --propagation private -- /bin/bash -c '
     set -e
     r="$1"; dir="$2"; shift 2
     mount -t proc proc "$r/proc"
@@ -54,11 +58,12 @@ ha_run() { # DIR COMMAND...
 }
 
 # The requirements of what Home Assistant always loads (its core and default
-# integrations, e.g. the frontend package) and of mqtt, api and config, read
-# from the installed manifests: the tests start it with --skip-pip, so
+# integrations, e.g. the frontend package) and of $PIMQTT_HA_INTEGRATIONS,
+# with their dependencies and after_dependencies,
+# read from the installed manifests: the tests start it with --skip-pip, so
 # nothing may be left to install at run time.
 ha_requirements() {
-  ha_run "" /opt/homeassistant/bin/python - mqtt api config http <<'PY'
+  ha_run "" /opt/homeassistant/bin/python - "${PIMQTT_HA_INTEGRATIONS[@]}" <<'PY'
 import json, pathlib, sys
 from homeassistant import bootstrap
 import homeassistant.components as components
@@ -75,7 +80,9 @@ while todo:
     if manifest.exists():
         m = json.loads(manifest.read_text())
         reqs.update(m.get("requirements", []))
-        todo.update(m.get("dependencies", []))
+        # after_dependencies: imported when present (mqtt's config flow
+        # imports hassio's client library, aiohasupervisor).
+        todo.update(m.get("dependencies", []) + m.get("after_dependencies", []))
 print("\n".join(sorted(reqs)))
 PY
 }
@@ -209,7 +216,8 @@ ha_start() { # DIR BROKER_PORT
   if [[ ! -f "$ha_dir/token" ]]; then
     ha_port="$(free_port)"
     mkdir -p "$ha_dir/config"
-    ha_run "$ha_dir" python - "$ha_dir/config" "$ha_port" < "$PIMQTT_ROOT/scripts/lib/ha_prepare.py" > "$ha_dir/token.new"
+    ha_run "$ha_dir" python - "$ha_dir/config" "$ha_port" < "$PIMQTT_ROOT/scripts/lib/ha_prepare.py" > "$ha_dir/token.new" \
+      || { echo "Home Assistant: scripts/lib/ha_prepare.py failed (above)" >&2; return 1; }
     echo "$ha_port" > "$ha_dir/port"
     mv "$ha_dir/token.new" "$ha_dir/token"
   fi
@@ -219,7 +227,7 @@ ha_start() { # DIR BROKER_PORT
     echo "Home Assistant: port $ha_port is in use" >&2
     return 1
   fi
-  ha_run "$ha_dir" hass -c "$ha_dir/config" --skip-pip >>"$ha_dir/ha.log" 2>&1 &
+  (ha_exec=exec; ha_run "$ha_dir" hass -c "$ha_dir/config" --skip-pip) >>"$ha_dir/ha.log" 2>&1 &
   ha_pid=$!
   wait_for 120 ha_get /api/ >/dev/null 2>&1 \
     || { echo "Home Assistant did not answer on port $ha_port within 120 s; $ha_dir/ha.log:" >&2; tail -20 "$ha_dir/ha.log" >&2; return 1; }
@@ -227,8 +235,10 @@ ha_start() { # DIR BROKER_PORT
     local flow answer
     flow="$(ha_post /api/config/config_entries/flow '{"handler": "mqtt"}' \
       | python3 -c 'import json, sys; print(json.load(sys.stdin)["flow_id"])')" || return 1
-    answer="$(ha_post "/api/config/config_entries/flow/$flow" \
-      "{\"broker\": \"127.0.0.1\", \"port\": $broker_port, \"protocol\": \"5\"}" 2>&1)"
+    # (other_settings: the form's collapsed section, whose required keys
+    # the UI fills with these defaults.)
+    answer="$(ha_post "/api/config/config_entries/flow/$flow" "{\"broker\": \"127.0.0.1\", \"port\": $broker_port,
+      \"protocol\": \"5\", \"other_settings\": {\"set_client_cert\": false, \"set_ca_cert\": \"off\", \"transport\": \"tcp\"}}" 2>&1)"
     [[ "$answer" == *'"type":"create_entry"'* ]] \
       || { echo "Home Assistant: the MQTT config flow failed: $answer" >&2; return 1; }
   fi

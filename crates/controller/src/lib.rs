@@ -187,8 +187,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
                 decide(&session, expiry, &mut ctl, &mut dash, &mut out, &d);
             }
             Next::Event(Event::Connected { .. }) => {
-                if let Some(ha) = &ha {
-                    ha.announce_all(&session);
+                if let Some(ha) = &mut ha {
+                    ha.connected(&session);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),
@@ -209,6 +209,11 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
 struct Alarms {
     ha: Discovery,
     known: BTreeSet<String>,
+    /// The connection's sync message came back ([`Discovery::connected`]):
+    /// configs of the other form are moved, announcing is safe. Until
+    /// then the tanks heard of (retained levels come first) are only
+    /// noted.
+    synced: bool,
 }
 
 impl Alarms {
@@ -216,15 +221,23 @@ impl Alarms {
         Alarms {
             ha,
             known: BTreeSet::new(),
+            synced: false,
         }
     }
 
-    /// Handles Home Assistant's status (true: the message was that), or
+    /// A new connection: announce once its sync message is back.
+    fn connected(&mut self, session: &Session) {
+        self.synced = false;
+        self.ha.connected(session);
+    }
+
+    /// Handles a discovery message (true: the message was that), or
     /// announces the alarms of an id seen for the first time (false: the
     /// controller still has to decide on the message).
     fn heard(&mut self, session: &Session, d: &Delivery) -> bool {
         if self.ha.is_ours(session, d) {
             if self.ha.heard(session, d) {
+                self.synced = true;
                 self.announce_all(session);
             }
             return true;
@@ -232,7 +245,9 @@ impl Alarms {
         let id = Topic::parse(d.topic()).and_then(Topic::id);
         if let Some(id) = id.filter(|id| !self.known.contains(*id)) {
             self.known.insert(id.to_string());
-            self.announce_all(session);
+            if self.synced {
+                self.announce_all(session);
+            }
         }
         false
     }

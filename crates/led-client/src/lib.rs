@@ -111,7 +111,7 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
                 // the broker hands over: led/state is never stale.
                 unreported = true;
                 if let Some(ha) = &ha {
-                    ha.announce(&session, &entities);
+                    ha.connected(&session);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),

@@ -118,8 +118,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
                 if let (Some(pump), Some(s)) = (pumps.get(session), sessions.get(session)) {
                     report(s, pump);
                 }
-                if let Some(ha) = &ha {
-                    announce(ha, &sessions, &pumps, session);
+                if let (Some(ha), Some(s)) = (&ha, sessions.get(session)) {
+                    ha.connected(s);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),

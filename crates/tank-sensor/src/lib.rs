@@ -178,8 +178,8 @@ pub fn run(args: &Args, inbox: &Inbox) -> anyhow::Result<()> {
                 _ => pump_state(&mut tanks, &d),
             },
             Next::Event(Event::Connected { session }) => {
-                if let Some(ha) = &ha {
-                    announce(ha, &sessions, &ids, args.sensor_timeout, session);
+                if let (Some(ha), Some(s)) = (&ha, sessions.get(session)) {
+                    ha.connected(s);
                 }
             }
             Next::Event(Event::Failed { error, .. }) => break Err(error.into()),

@@ -26,7 +26,11 @@
 //! topic (the entity is unloaded, its registry entry kept), then an empty
 //! retained payload (the old config is gone from the broker), then its
 //! config in the new form, which loads the entity again under its unique
-//! id. With `--ha-remove` it only empties them.
+//! id. With `--ha-remove` it only empties them. So that Home Assistant never
+//! gets the new form while the old one still holds an entity (it would log
+//! a conflict and ignore it), a program announces after a connect only
+//! once its own sync message, published after subscribing, came back: the
+//! broker sends the retained old configs before it.
 //!
 //! Availability is the program's own status topic (retained `online`, will
 //! `offline`), so entities go unavailable when the program does. The
@@ -158,6 +162,8 @@ impl Discovery {
         }
         if self.remove || !self.per_entity {
             session.subscribe_too(format!("{}/+/{node}/+/config", self.prefix));
+        } else {
+            session.subscribe_too(self.sync_topic(&node));
         }
     }
 
@@ -165,7 +171,9 @@ impl Discovery {
     /// Assistant's status, or a config of `session`'s node. The program
     /// hands it to [`heard`](Self::heard), not to its own logic.
     pub fn is_ours(&self, session: &Session, d: &Delivery) -> bool {
-        d.topic() == self.status_topic() || self.other_form(session, d.topic())
+        d.topic() == self.status_topic()
+            || d.topic() == self.sync_topic(session.client_id())
+            || self.other_form(session, d.topic())
     }
 
     /// True if `d` is Home Assistant saying it is (back) online: time to
@@ -176,13 +184,25 @@ impl Discovery {
             && std::str::from_utf8(d.payload()).map_or(true, |s| s.trim() != "offline")
     }
 
+    /// Called on every connect, instead of announcing at once: publishes
+    /// the sync message ([`sync_topic`](Self::sync_topic)) that
+    /// [`heard`](Self::heard) answers with the announcement. The broker
+    /// sends the retained configs of the other form (on subscribing) before
+    /// it, so they are moved out of the way first, and Home Assistant never
+    /// sees one entity on two topics (it would log a conflict).
+    pub fn connected(&self, session: &Session) {
+        session.publish(&self.sync_topic(session.client_id()), "sync", false);
+    }
+
     /// Handles a message for which [`is_ours`](Self::is_ours) holds; true
     /// if the program should announce its entities (again) now: Home
-    /// Assistant came online, or a config of the other form was just moved
-    /// out of the way.
+    /// Assistant came online, or the sync message came back.
     pub fn heard(&self, session: &Session, d: &Delivery) -> bool {
         if d.topic() == self.status_topic() {
             return self.wants_announce(d);
+        }
+        if d.topic() == self.sync_topic(session.client_id()) {
+            return true;
         }
         let payload = d.payload();
         // Our own migration request and emptying come back to us: nothing
@@ -205,7 +225,20 @@ impl Discovery {
             session.publish(d.topic(), MIGRATE, false);
         }
         session.publish(d.topic(), Vec::new(), true);
-        !self.remove
+        // A retained config came on subscribing, before the sync message,
+        // which will announce; one published later needs a sync of its own.
+        if !d.msg.retained() {
+            self.connected(session);
+        }
+        false
+    }
+
+    /// Where a program talks to itself: `<prefix>/pimqtt/<node>/sync/config`,
+    /// matched by the per-entity subscription (and by a secured broker's
+    /// `<prefix>/+/+/+/config` grant), and not a topic Home Assistant reads
+    /// (`pimqtt` is none of its platforms).
+    pub fn sync_topic(&self, node: &str) -> String {
+        format!("{}/pimqtt/{}/sync/config", self.prefix, object_id(node))
     }
 
     /// True if `topic` is a config topic of `session`'s node that
