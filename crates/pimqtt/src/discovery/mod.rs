@@ -97,8 +97,8 @@ impl HaArgs {
             (None, Some(p)) => (p, true),
             (None, None) if self.ha_per_entity => {
                 return Err(BadSetting(
-                    "--ha-per-entity says how to announce to Home Assistant: give it with \
-                     --ha-discovery (or --ha-remove)"
+                    "--ha-per-entity says in which form --ha-discovery announces: give both, \
+                     --ha-discovery --ha-per-entity"
                         .into(),
                 ))
             }
@@ -393,7 +393,10 @@ mod tests {
             .unwrap();
         assert!(d.per_entity);
         let e = flags(&["--ha-per-entity"]).unwrap_err();
-        assert!(e.contains("give it with --ha-discovery"), "{e}");
+        assert!(
+            e.contains("give both, --ha-discovery --ha-per-entity"),
+            "{e}"
+        );
         for bad in ["--ha-discovery=", "--ha-discovery=a/#", "--ha-remove=/x"] {
             let e = flags(&[bad]).expect_err(bad);
             assert!(e.contains("discovery prefix") || e.contains("value"), "{e}");
