@@ -21,8 +21,6 @@
 PIMQTT_HA_VERSION=2026.11.0
 PIMQTT_HA_SUITE=forky
 PIMQTT_HA_ROOT="${PIMQTT_HA_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/pi-mqtt/homeassistant-$PIMQTT_HA_VERSION}"
-# What the root is made of; a root made from another list (or unfinished)
-# is made again from nothing.
 # g++ and python3.14-dev: two requirements of the always-loaded voice
 # integrations (pymicro-vad, pyspeex-noise) have no wheel for Python 3.14
 # on PyPI and are built from source.
@@ -30,6 +28,8 @@ PIMQTT_HA_PACKAGES=(python3.14 python3.14-venv python3.14-dev g++ ca-certificate
 # The integrations the tests configure (ha_prepare.py), besides those Home
 # Assistant always loads: their requirements are installed too.
 PIMQTT_HA_INTEGRATIONS=(mqtt api config http diagnostics recorder history)
+# What the root is made of; a root made from another list (or unfinished)
+# is made again from nothing.
 PIMQTT_HA_STAMP="$PIMQTT_HA_SUITE ${PIMQTT_HA_PACKAGES[*]} homeassistant==$PIMQTT_HA_VERSION ${PIMQTT_HA_INTEGRATIONS[*]} and (after_)dependencies"
 
 ha_pid="" ha_port="" ha_token="" ha_dir=""
@@ -89,10 +89,11 @@ PY
 
 # Makes the forky root and installs Home Assistant $PIMQTT_HA_VERSION and
 # those requirements into its venv. Idempotent: a stamp file records a
-# complete install of this list. Cold: debootstrap (~30 s), python3.14
-# and g++ (~20 s), Home Assistant and its requirements from PyPI (~2 min).
-# Needs root (debootstrap, chroot) and amd64 or arm64 Debian; elsewhere it
-# says so and the Home Assistant suite is skipped.
+# complete install of this list. Cold: 3.5 to 5.5 minutes here (debootstrap
+# ~30 s, python3.14 and g++ ~20 s, Home Assistant and its requirements from
+# PyPI, two of them compiled, the rest), about 1.7 GB.
+# Needs root (debootstrap, chroot); without, it says so and the Home
+# Assistant suite is skipped.
 ha_install() {
   local dir="$PIMQTT_HA_ROOT" prog=setup
   [[ -f "$dir/.pi-mqtt-complete" && "$(cat "$dir/.pi-mqtt-complete")" == "$PIMQTT_HA_STAMP" ]] && return 0
