@@ -102,27 +102,9 @@ ha_install() {
     echo "       (debootstrap, chroot): run scripts/setup --test as root; the Home Assistant test will be skipped" >&2
     return 0
   fi
-  if ! command -v debootstrap >/dev/null; then
-    echo "setup: installing debootstrap"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-  fi
-  local mirror tmp="$dir.tmp" t0=$SECONDS
-  mirror="$(trixie_mirror)" || return 1
+  local t0=$SECONDS
   echo "setup: installing Home Assistant $PIMQTT_HA_VERSION into a Debian $PIMQTT_HA_SUITE root, $dir (a few minutes)"
-  rm -rf "$tmp" "$dir"
-  mkdir -p "$(dirname "$dir")"
-  # bookworm's debootstrap has no script named forky; sid's makes it.
-  if ! debootstrap --variant=minbase "$PIMQTT_HA_SUITE" "$tmp" "$mirror" /usr/share/debootstrap/scripts/sid \
-      > "$tmp.log" 2>&1; then
-    echo "setup: debootstrap of Debian $PIMQTT_HA_SUITE failed; the end of $tmp.log:" >&2
-    tail -n 15 "$tmp.log" >&2
-    return 1
-  fi
-  mv "$tmp" "$dir"
-  rm -f "$tmp.log"
-  printf '#!/bin/sh\nexit 101\n' > "$dir/usr/sbin/policy-rc.d"
-  chmod +x "$dir/usr/sbin/policy-rc.d"
+  debian_root "$PIMQTT_HA_SUITE" "$dir" || return 1
   # The root fetches as this machine does: its DNS, the CA bundle it trusts
   # (a proxy's, say) and its apt settings for fetching (Acquire::, e.g. how
   # old a mirror's Release file may be).

@@ -70,6 +70,36 @@ trixie_run() {
   ' trixie-run "$TRIXIE_ROOT" "${TRIXIE_SRC:-}" "$@"
 }
 
+# debian_root SUITE DIR: a minimal Debian SUITE root in DIR, made with
+# debootstrap (installed first if missing) from this machine's own mirror,
+# in which services never start. Shared by the trixie root above and Home
+# Assistant's forky root (ha.sh). Says why when it fails.
+debian_root() {
+  local suite="$1" dir="$2" tmp="$2.tmp" mirror script=()
+  if ! command -v debootstrap >/dev/null; then
+    echo "${prog:-setup}: installing debootstrap"
+    apt-get update -qq
+    # bookworm's own debootstrap knows trixie too; backports' is newer.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  fi
+  mirror="$(trixie_mirror)" || return 1
+  # bookworm's debootstrap has no script for the suites after trixie; sid's makes them.
+  [[ -e "/usr/share/debootstrap/scripts/$suite" ]] || script=(/usr/share/debootstrap/scripts/sid)
+  echo "${prog:-setup}: making the Debian $suite root $dir (debootstrap from $mirror)"
+  rm -rf "$tmp" "$dir"
+  mkdir -p "$(dirname "$dir")"
+  if ! debootstrap --variant=minbase "$suite" "$tmp" "$mirror" "${script[@]}" > "$tmp.log" 2>&1; then
+    echo "${prog:-setup}: debootstrap of Debian $suite failed; the end of $tmp.log:" >&2
+    tail -n 15 "$tmp.log" >&2
+    return 1
+  fi
+  mv "$tmp" "$dir"
+  rm -f "$tmp.log"
+  # Services must not start in the root.
+  printf '#!/bin/sh\nexit 101\n' > "$dir/usr/sbin/policy-rc.d"
+  chmod +x "$dir/usr/sbin/policy-rc.d"
+}
+
 # Makes the root if it is missing or out of date. Cold: debootstrap (~40 s)
 # and ~350 MB of packages (a few minutes).
 trixie_root_ensure() {
@@ -77,27 +107,7 @@ trixie_root_ensure() {
   local want
   want="trixie ${TRIXIE_PACKAGES[*]}"
   if [[ -f "$TRIXIE_STAMP" && "$(cat "$TRIXIE_STAMP")" == "$want" ]]; then return 0; fi
-  if ! command -v debootstrap >/dev/null; then
-    echo "${prog:-trixie}: installing debootstrap"
-    apt-get update -qq
-    # bookworm's own debootstrap knows trixie too; backports' is newer.
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-  fi
-  local mirror tmp="$TRIXIE_ROOT.tmp"
-  mirror="$(trixie_mirror)" || return 1
-  echo "${prog:-trixie}: making the Debian trixie root $TRIXIE_ROOT (debootstrap from $mirror)"
-  rm -rf "$tmp" "$TRIXIE_ROOT"
-  mkdir -p "$(dirname "$TRIXIE_ROOT")"
-  if ! debootstrap --variant=minbase trixie "$tmp" "$mirror" > "$tmp.log" 2>&1; then
-    echo "${prog:-trixie}: debootstrap failed; the end of $tmp.log:" >&2
-    tail -n 15 "$tmp.log" >&2
-    return 1
-  fi
-  mv "$tmp" "$TRIXIE_ROOT"
-  rm -f "$tmp.log"
-  # Services must not start in the root.
-  printf '#!/bin/sh\nexit 101\n' > "$TRIXIE_ROOT/usr/sbin/policy-rc.d"
-  chmod +x "$TRIXIE_ROOT/usr/sbin/policy-rc.d"
+  debian_root trixie "$TRIXIE_ROOT" || return 1
   echo "${prog:-trixie}: installing ${TRIXIE_PACKAGES[*]} in the root"
   if ! trixie_run /bin/sh -c '
       set -e
