@@ -125,6 +125,33 @@ impl Fleet {
         dir.display().to_string()
     }
 
+    /// The last `n` stderr lines of each client named in `missing` (by its
+    /// tank's number), so a failure says where a loop stopped even when
+    /// only the end of the output is kept (CI).
+    fn last_words(&self, missing: &[String], n: usize) -> Vec<String> {
+        let ids: BTreeSet<&str> = missing
+            .iter()
+            .flat_map(|m| m.split(' '))
+            .filter(|w| w.parse::<usize>().is_ok())
+            .collect();
+        let mut out = Vec::new();
+        for id in ids.iter().take(5) {
+            for (name, p) in self.names.iter().zip(&self.procs).skip(1) {
+                let client = format!("{name}-{id}");
+                let lines: Vec<String> = p
+                    .stderr()
+                    .into_iter()
+                    .filter(|l| {
+                        l.contains(&format!("{client} ")) || l.contains(&format!("{client}:"))
+                    })
+                    .collect();
+                out.push(format!("{client}'s last lines:"));
+                out.extend(lines[lines.len().saturating_sub(n)..].iter().cloned());
+            }
+        }
+        out
+    }
+
     /// Every program's stderr lines.
     fn stderr(&self) -> Vec<String> {
         self.procs.iter().flat_map(Proc::stderr).collect()
@@ -323,8 +350,9 @@ fn a_fleet_through_two_minutes_of_network_chaos_loses_nothing() {
     }
     if !recovered {
         failures.push(format!(
-            "not recovered within {RECOVERY:?} of healing: {:?}",
-            some(&left, 20)
+            "not recovered within {RECOVERY:?} of healing: {:?}\n{}",
+            some(&left, 20),
+            fleet.last_words(&left, 6).join("\n")
         ));
     }
     if !failures.is_empty() {

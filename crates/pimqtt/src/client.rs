@@ -57,7 +57,12 @@ pub(crate) struct Target {
 /// there yet (retry).
 pub(crate) enum Diagnosis {
     Fatal(ConnectError),
-    Retry(String),
+    /// Why, and whether anything answered at the broker's TCP port when we
+    /// looked: if nothing did, the probe (`probe.rs`) may watch for it.
+    Retry {
+        why: String,
+        listening: bool,
+    },
 }
 
 /// `server` is the broker of the list that was tried.
@@ -85,7 +90,10 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error, server: usize) -> Diagnos
         return if fatal {
             Diagnosis::Fatal(ConnectError::Refused(text))
         } else {
-            Diagnosis::Retry(text)
+            Diagnosis::Retry {
+                why: text,
+                listening: true,
+            }
         };
     }
     if let mqtt::Error::ConnectReturn(code) = err {
@@ -126,7 +134,8 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error, server: usize) -> Diagnos
             s.port
         )));
     }
-    Diagnosis::Retry(if let Some(s) = reachable {
+    let listening = reachable.is_some();
+    let why = if let Some(s) = reachable {
         // Something listens but dropped us: a broker still starting, or a
         // TLS listener spoken to in plain MQTT.
         format!(
@@ -137,7 +146,8 @@ pub(crate) fn diagnose(core: &Core, err: &mqtt::Error, server: usize) -> Diagnos
         )
     } else {
         format!("broker at {} not reachable ({err})", tried(core, server))
-    })
+    };
+    Diagnosis::Retry { why, listening }
 }
 
 /// What an MQTT 5 CONNACK reason code means for the user, with its name

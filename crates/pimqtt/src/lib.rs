@@ -49,6 +49,7 @@ pub mod options;
 mod paho_sys;
 pub mod payload;
 pub mod persist;
+mod probe;
 mod reconnect;
 pub mod session;
 pub mod shutdown;

@@ -27,6 +27,7 @@ use crate::client::{diagnose, Core, Diagnosis};
 use crate::events::Event;
 use crate::handoff::HANDOFF;
 use crate::options::OP_TIMEOUT;
+use crate::probe::{Port, Probe};
 use crate::reconnect::{Decision, Fact, Loss, Policy};
 
 /// How often pending connects are looked at.
@@ -47,6 +48,8 @@ pub(crate) enum Job {
     Publish(usize, mqtt::Message),
     /// `offline`, DISCONNECT, then [`Event::Closed`] for each.
     Close(Vec<usize>),
+    /// A broker that did not answer at TCP does now (`probe.rs`).
+    Reachable(String),
 }
 
 /// The handle programs' sessions use to queue work.
@@ -62,11 +65,15 @@ impl Worker {
         WORKER
             .get_or_init(|| {
                 let (tx, rx) = mpsc::channel();
+                let to_self = tx.clone();
+                let probe = Probe::new(move |uri| {
+                    let _ = to_self.send(Job::Reachable(uri));
+                });
                 // A thread that cannot start leaves jobs unread: the
                 // program then sees no connection and says so.
                 if let Err(e) = std::thread::Builder::new()
                     .name("mqtt-worker".into())
-                    .spawn(move || run(&rx))
+                    .spawn(move || run(&rx, probe))
                 {
                     warn!("cannot start the MQTT worker thread: {e}");
                 }
@@ -113,7 +120,7 @@ struct Link {
     policy: Policy,
 }
 
-fn run(rx: &Receiver<Job>) {
+fn run(rx: &Receiver<Job>, mut probe: Probe) {
     let mut links: HashMap<usize, Link> = HashMap::new();
     loop {
         let wake = next_wake(&links);
@@ -129,7 +136,7 @@ fn run(rx: &Receiver<Job>) {
         // Take what else is queued before looking at timers, so a burst of
         // publications does not wait for a poll each.
         take_queued(rx, DRAIN, |job| handle(job, &mut links));
-        step(&mut links, Instant::now());
+        step(&mut links, &mut probe, Instant::now());
     }
 }
 
@@ -197,6 +204,7 @@ fn handle(job: Job, links: &mut HashMap<usize, Link>) {
             HANDOFF.handed();
         }
         Job::Close(keys) => close(&keys, links),
+        Job::Reachable(uri) => wake(links, &[uri], Instant::now()),
     }
 }
 
@@ -244,7 +252,9 @@ fn tell_same_id(id: &str) {
     );
 }
 
-fn step(links: &mut HashMap<usize, Link>, now: Instant) {
+fn step(links: &mut HashMap<usize, Link>, probe: &mut Probe, now: Instant) {
+    // Brokers a session has just connected to.
+    let mut reached: Vec<String> = Vec::new();
     for link in links.values_mut() {
         match &mut link.state {
             State::Waiting { at } if *at <= now => {
@@ -259,7 +269,12 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
                 let Some(result) = token.try_wait() else {
                     continue;
                 };
-                attempted(link, result, now);
+                if attempted(link, result, probe, now) {
+                    let uri = link.core.uris.get(link.server).unwrap_or(&link.core.uri);
+                    if !reached.contains(uri) {
+                        reached.push(uri.clone());
+                    }
+                }
             }
             State::Connected { check } if *check <= now => {
                 *check = now + WATCH;
@@ -267,6 +282,32 @@ fn step(links: &mut HashMap<usize, Link>, now: Instant) {
             }
             _ => {}
         }
+    }
+    if !reached.is_empty() {
+        wake(links, &reached, now);
+    }
+}
+
+/// Sessions waiting to retry a broker that another session has just
+/// reached are told it is reachable (the policy decides whether that cuts
+/// their wait short).
+fn wake(links: &mut HashMap<usize, Link>, reached: &[String], now: Instant) {
+    for link in links.values_mut() {
+        if !matches!(link.state, State::Waiting { .. }) {
+            continue;
+        }
+        let Some(server) = link.core.uris.iter().position(|u| reached.contains(u)) else {
+            continue;
+        };
+        let decision = link.policy.on(Fact::Reachable(server));
+        if decision != Decision::Stay {
+            log::debug!(
+                "{}: another session reached {}; retrying now",
+                link.core.client_id,
+                reached.join(", ")
+            );
+        }
+        act(link, decision, now);
     }
 }
 
@@ -291,7 +332,13 @@ fn watch(link: &mut Link, now: Instant) {
     lost(link, None, now);
 }
 
-fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: Instant) {
+/// Whether the attempt connected.
+fn attempted(
+    link: &mut Link,
+    result: mqtt::Result<mqtt::ServerResponse>,
+    probe: &mut Probe,
+    now: Instant,
+) -> bool {
     let core = &link.core;
     match result {
         Ok(rsp) => {
@@ -312,6 +359,7 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
             }
             link.policy.on(Fact::Connected);
             link.state = State::Connected { check: now + WATCH };
+            true
         }
         Err(e) => match diagnose(core, &e, link.server) {
             Diagnosis::Fatal(error) => {
@@ -320,9 +368,22 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                     error,
                 });
                 link.state = State::Failed;
+                false
             }
-            Diagnosis::Retry(why) => {
+            Diagnosis::Retry { why, listening } => {
+                let tried = link.server;
                 let decision = link.policy.on(Fact::AttemptFailed);
+                if !listening && link.policy.backing_off() {
+                    if let (Some(uri), Some(s)) =
+                        (core.uris.get(tried), core.target.servers.get(tried))
+                    {
+                        probe.watch(Port {
+                            uri: uri.clone(),
+                            host: s.host.clone(),
+                            port: s.port,
+                        });
+                    }
+                }
                 if let Decision::Connect { server, after } = decision {
                     let n = core.uris.len().max(1);
                     if after.is_zero() && n > 1 {
@@ -336,10 +397,15 @@ fn attempted(link: &mut Link, result: mqtt::Result<mqtt::ServerResponse>, now: I
                         } else {
                             ""
                         };
-                        warn!("{why}{all}; retrying in {:.1}s", after.as_secs_f64());
+                        warn!(
+                            "{}: {why}{all}; retrying in {:.1}s",
+                            core.client_id,
+                            after.as_secs_f64()
+                        );
                     }
                 }
                 act(link, decision, now);
+                false
             }
         },
     }

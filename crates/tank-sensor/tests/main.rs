@@ -2,6 +2,7 @@
 //! one link of Paho C and OpenSSL instead of one per file). Each module is
 //! one former `tests/<name>.rs`; they share the `pimqtt-testkit` crate.
 
+mod backoff;
 mod persistence;
 mod refused;
 mod stop;
