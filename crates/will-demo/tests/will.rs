@@ -25,8 +25,20 @@ fn spawn(broker: &Broker, state: &tempfile::TempDir, extra: &[&str]) -> Proc {
 fn wait_subscribed(demo: &Proc, peer: &Peer, topic: &str, line: &str) {
     peer.publish(topic, "ready", 2, true);
     demo.wait_stdout(line);
-    // Clear the probe so it is not what a late subscriber finds.
+    // Clear the probe so it is not what a late subscriber finds, and wait
+    // until will-demo has shown the clear too (an empty payload: `line`
+    // without "ready"). Else a Ctrl+C right after could catch that message
+    // received and not yet applied; the next run on the same --state-dir
+    // then applies it first, as it must, and shows an empty line the test
+    // did not expect (once in a full run).
     peer.publish(topic, "", 2, true);
+    let cleared = line.replacen("ready", "", 1);
+    pimqtt_testkit::wait_until("will-demo to show the cleared probe", DEADLINE, || {
+        demo.stdout()
+            .iter()
+            .skip_while(|l| *l != line)
+            .any(|l| *l == cleared)
+    });
 }
 
 fn no_will(peer: &Peer, payload: &str) {
