@@ -16,8 +16,6 @@ use std::time::Duration;
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// The longest wait before a lost session tries the next broker of a list.
-const FAILOVER_SPREAD: Duration = Duration::from_millis(250);
 /// Failed attempts retried every second before the waits grow.
 const ORDINARY_ATTEMPTS: u32 = 10;
 /// MQTT 5 "session taken over".
@@ -135,22 +133,10 @@ impl Policy {
                     Loss::Reason(_) => self.takeovers = 0,
                     Loss::Unknown => {}
                 }
-                // With a list of brokers (a cluster), the next one first,
-                // at once: the one lost is likely down, and the others
-                // hold our session (a failover within the 2 s the cluster
-                // promises; a second's wait was half of it). Spread over a
-                // quarter of a second, so a fleet does not land on the next
-                // node in the same millisecond.
+                // With a list of brokers (a cluster), the next one first:
+                // the one lost is likely down.
                 self.server = (self.server + 1) % self.servers;
                 self.tried = 0;
-                if self.servers > 1 && self.takeovers == 0 {
-                    let after =
-                        FAILOVER_SPREAD.mul_f64((self.next_random() % 1001) as f64 / 1000.0);
-                    return Decision::Connect {
-                        server: self.server,
-                        after,
-                    };
-                }
                 self.connect(self.base(RETRY_FIRST))
             }
             Fact::Reachable(server) => self.reachable(server),
@@ -338,25 +324,11 @@ mod tests {
         assert_eq!(server, 0);
         assert!(about(after, 1.0));
         p.on(Fact::Connected);
-        // Lost on node 0: node 1 next, within a quarter of a second.
-        let Decision::Connect { server, after } = p.on(Fact::Lost(Loss::Unknown)) else {
+        // Lost on node 0: node 1 next.
+        let Decision::Connect { server, .. } = p.on(Fact::Lost(Loss::Unknown)) else {
             panic!("a connect")
         };
         assert_eq!(server, 1);
-        assert!(after <= FAILOVER_SPREAD, "{after:?}");
-        // A fleet does not all fail over in the same millisecond.
-        let afters: std::collections::HashSet<Duration> = (0..50u64)
-            .map(|k| {
-                let mut p = Policy::new(3, k * 7919);
-                p.on(Fact::Connected);
-                wait(p.on(Fact::Lost(Loss::Unknown)))
-            })
-            .collect();
-        assert!(afters.len() > 40, "{afters:?}");
-        // Every node of the list failing: the ordinary wait between rounds.
-        p.on(Fact::AttemptFailed);
-        p.on(Fact::AttemptFailed);
-        assert!(about(wait(p.on(Fact::AttemptFailed)), 1.0));
     }
 
     #[test]
