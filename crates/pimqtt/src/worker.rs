@@ -288,8 +288,9 @@ fn step(links: &mut HashMap<usize, Link>, probe: &mut Probe, now: Instant) {
     }
 }
 
-/// Sessions waiting to retry a broker that another session has just
-/// reached are told it is reachable (the policy decides whether that cuts
+/// Sessions waiting to retry a broker that is reachable again (another
+/// session has just connected to it, or the probe found its port
+/// answering) are told so (the policy decides whether that cuts
 /// their wait short).
 fn wake(links: &mut HashMap<usize, Link>, reached: &[String], now: Instant) {
     for link in links.values_mut() {
@@ -302,7 +303,7 @@ fn wake(links: &mut HashMap<usize, Link>, reached: &[String], now: Instant) {
         let decision = link.policy.on(Fact::Reachable(server));
         if decision != Decision::Stay {
             log::debug!(
-                "{}: another session reached {}; retrying now",
+                "{}: {} is reachable again; retrying now",
                 link.core.client_id,
                 reached.join(", ")
             );
